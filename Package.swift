@@ -1,0 +1,45 @@
+// swift-tools-version:5.10
+import PackageDescription
+
+let package = Package(
+    name: "maqet",
+    products: [
+        .executable(name: "maqet", targets: ["maqet"]),
+    ],
+    dependencies: [
+        // Subcommands, global options, --help and validation: the standard for Swift CLIs.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Debian's libsqlite3 (libsqlite3-dev), linked, never vendored.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // Debian's liblua5.4 (liblua5.4-dev) plus the C glue Swift cannot express: macros, the error
+        // trampoline and the stop hook.
+        .target(name: "CLuaShim", path: "Sources/CLuaShim", linkerSettings: [.linkedLibrary("lua5.4")]),
+        // Mechanism: typed wrappers over SQLite, Lua and processes.
+        .target(name: "MaqetCore", dependencies: ["CSQLite", "CLuaShim"]),
+        // The Lua runtime: builds the state, one file per Lua module, the migrator.
+        .target(
+            name: "MaqetRuntime",
+            dependencies: ["MaqetCore", "CLuaShim", "CSQLite"],
+            plugins: ["EmbedLua"]
+        ),
+        // The thin CLI.
+        .executableTarget(
+            name: "maqet",
+            dependencies: [
+                "MaqetRuntime", "MaqetCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Build-time tool: turns migrations/*.lua and scripts/**/*.lua into Swift source so a lone
+        // binary carries them.
+        .executableTarget(name: "maqet-embed", path: "Tools/maqet-embed"),
+        .plugin(name: "EmbedLua", capability: .buildTool(), dependencies: ["maqet-embed"]),
+        .testTarget(
+            name: "MaqetTests",
+            dependencies: ["maqet", "MaqetRuntime", "MaqetCore", "CSQLite"],
+            exclude: ["Fixtures"]
+        ),
+    ]
+)

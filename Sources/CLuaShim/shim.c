@@ -1,0 +1,156 @@
+#include "CLuaShim.h"
+
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- trampoline ---------------------------------------------------------- */
+
+static int mq_trampoline(lua_State *L) {
+    mq_swift_function fn = (mq_swift_function)lua_touserdata(L, lua_upvalueindex(1));
+    int n = fn(L);
+    if (n == MQ_RAISE) {
+        /* Point the message at the caller's line, as luaL_error would. */
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            luaL_where(L, 1);
+            lua_insert(L, -2);
+            lua_concat(L, 2);
+        }
+        return lua_error(L); /* the Swift frame has returned: safe to longjmp */
+    }
+    if (n == MQ_RAISE_AS_IS) {
+        return lua_error(L);
+    }
+    return n;
+}
+
+void mq_pushfunction(lua_State *L, mq_swift_function fn, int nup) {
+    lua_pushlightuserdata(L, (void *)fn);
+    if (nup > 0) {
+        lua_insert(L, -(nup + 1));
+    }
+    lua_pushcclosure(L, mq_trampoline, nup + 1);
+}
+
+int mq_upvalue(int i) { return lua_upvalueindex(i + 1); }
+
+/* ---- protected calls ----------------------------------------------------- */
+
+static int mq_traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+            msg = lua_tostring(L, -1);
+        } else {
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int mq_pcall(lua_State *L, int nargs, int nresults) {
+    int base = lua_gettop(L) - nargs; /* the function's index */
+    lua_pushcfunction(L, mq_traceback);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    return status;
+}
+
+/* ---- macro wrappers ------------------------------------------------------ */
+
+int mq_registryindex(void) { return LUA_REGISTRYINDEX; }
+void mq_pop(lua_State *L, int n) { lua_pop(L, n); }
+void mq_newtable(lua_State *L) { lua_newtable(L); }
+const char *mq_tostring(lua_State *L, int idx, size_t *len) { return lua_tolstring(L, idx, len); }
+int mq_isnoneornil(lua_State *L, int idx) { return lua_isnoneornil(L, idx); }
+void mq_remove(lua_State *L, int idx) { lua_remove(L, idx); }
+void mq_insert(lua_State *L, int idx) { lua_insert(L, idx); }
+void mq_replace(lua_State *L, int idx) { lua_replace(L, idx); }
+void mq_getmetatable_named(lua_State *L, const char *name) { luaL_getmetatable(L, name); }
+
+int mq_isinteger_value(lua_State *L, int idx, lua_Integer *out) {
+    if (!lua_isinteger(L, idx)) return 0;
+    *out = lua_tointeger(L, idx);
+    return 1;
+}
+
+int mq_loadbuffer(lua_State *L, const char *buf, size_t len, const char *chunkname) {
+    return luaL_loadbufferx(L, buf, len, chunkname, "t");
+}
+
+int mq_loadfile(lua_State *L, const char *path) {
+    return luaL_loadfilex(L, path, "t");
+}
+
+void **mq_extraspace(lua_State *L) { return (void **)lua_getextraspace(L); }
+
+/* ---- stop hook ----------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_reason = MQ_STOP_NONE;
+static struct timespec deadline;
+static int have_deadline = 0;
+static struct sigaction previous_sigint;
+static int sigint_installed = 0;
+
+int mq_stop_reason(void) { return stop_reason; }
+void mq_request_stop(int reason) { if (stop_reason == MQ_STOP_NONE) stop_reason = reason; }
+void mq_reset_stop(void) { stop_reason = MQ_STOP_NONE; have_deadline = 0; }
+
+static void mq_stop_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    if (stop_reason == MQ_STOP_NONE && have_deadline) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > deadline.tv_sec ||
+            (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+            stop_reason = MQ_STOP_TIMEOUT;
+        }
+    }
+    if (stop_reason != MQ_STOP_NONE) {
+        /* From now on every instruction of this thread raises again. */
+        lua_sethook(L, mq_stop_hook, LUA_MASKCOUNT, 1);
+        if (stop_reason == MQ_STOP_TIMEOUT) {
+            luaL_error(L, "script stopped: --timeout expired");
+        } else {
+            luaL_error(L, "script stopped: interrupted");
+        }
+    }
+}
+
+void mq_install_stop_hook(lua_State *L, double timeout_seconds) {
+    if (timeout_seconds > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        double whole = (double)(time_t)timeout_seconds;
+        deadline.tv_sec += (time_t)timeout_seconds;
+        deadline.tv_nsec += (long)((timeout_seconds - whole) * 1e9);
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        have_deadline = 1;
+    }
+    /* Threads created later inherit the hook of the thread that creates them. */
+    lua_sethook(L, mq_stop_hook, LUA_MASKCOUNT, 1000);
+}
+
+static void mq_on_sigint(int sig) {
+    (void)sig;
+    stop_reason = MQ_STOP_INTERRUPT;
+}
+
+void mq_install_sigint_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = mq_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, &previous_sigint) == 0) sigint_installed = 1;
+}
+
+void mq_restore_sigint_handler(void) {
+    if (sigint_installed) {
+        sigaction(SIGINT, &previous_sigint, NULL);
+        sigint_installed = 0;
+    }
+}

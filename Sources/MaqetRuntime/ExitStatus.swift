@@ -1,0 +1,38 @@
+/// The exit codes every maqet command uses. Documented in docs/exit-codes.md and `maqet --help`.
+public enum ExitStatus: Int32, CaseIterable, Sendable {
+    /// The command did what was asked.
+    case ok = 0
+    /// The command ran and failed (an SQL error, a problem `db check` found, a script that raised).
+    case failure = 1
+    /// The database was refused and left untouched: newer than this maqet, not a database, corrupt.
+    case databaseRefused = 3
+    /// A migration failed; the database was rolled back to where it was.
+    case migrationFailed = 4
+    /// A named thing (a VM, a backup file, a script) does not exist.
+    case notFound = 5
+    /// Bad command-line usage (unknown option, missing argument, invalid value).
+    case usage = 64
+    /// `maqet run --timeout` stopped the script.
+    case timeout = 124
+    /// Stopped by Ctrl-C (SIGINT).
+    case interrupted = 130
+
+    public static let helpText = """
+        Exit codes: 0 ok; 1 failed; 3 database refused (newer, not a database, corrupt; left untouched); \
+        4 migration failed (rolled back); 5 not found; 64 usage error; 124 script timed out; \
+        130 interrupted. `maqet run` exits with the script's os.exit(n) code when it calls it.
+        """
+}
+
+/// An error a command reports to the user: one clear message and a documented exit status.
+public struct MaqetError: Error, CustomStringConvertible {
+    public var message: String
+    public var status: ExitStatus
+
+    public init(_ message: String, status: ExitStatus = .failure) {
+        self.message = message
+        self.status = status
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,70 @@
+import CLuaShim
+import Foundation
+import MaqetCore
+
+/// Builds the Lua state every maqet command and script runs in, and owns what scripts share:
+/// the `maqet` global table and its modules, the log level, the state database.
+public final class Runtime {
+    public let state: LuaState
+    public var lua: Lua { state.lua }
+
+    /// 0 = warnings and errors, 1 = info (-v), 2 = debug (-vv); -1 = errors only (--quiet).
+    public var verbosity: Int
+
+    public init(verbosity: Int = 0) {
+        self.verbosity = verbosity
+        state = LuaState()
+        lua.context = Unmanaged.passUnretained(self).toOpaque()
+        installModules()
+    }
+
+    /// The runtime that owns the state `L` belongs to.
+    static func from(_ lua: Lua) -> Runtime {
+        Unmanaged<Runtime>.fromOpaque(lua.context!).takeUnretainedValue()
+    }
+
+    /// Every Lua module the host provides, by the name it has under `maqet`.
+    /// Each module lives in its own file under `Modules/` with one registration table.
+    static let modules: [(name: String?, functions: [LuaRegistration])] = [
+        (nil, DatabaseModule.functions),
+    ]
+
+    private func installModules() {
+        let lua = self.lua
+        DatabaseModule.registerTypes(lua)
+        lua.newTable()
+        for module in Self.modules {
+            if let name = module.name {
+                lua.newModule(module.functions)
+                lua.setRawField(-2, name)
+            } else {
+                for entry in module.functions {
+                    lua.push(entry.function)
+                    lua.setRawField(-2, entry.name)
+                }
+            }
+        }
+        lua.push(MaqetVersion.string)
+        lua.setRawField(-2, "version")
+        lua_setglobal(lua.L, "maqet")
+    }
+
+    /// Sets `maqet.<field>` to the value on top of the stack (popped).
+    public func setMaqetField(_ field: String) {
+        let lua = self.lua
+        lua_getglobal(lua.L, "maqet")
+        lua_rotate(lua.L, -2, 1)
+        lua.setRawField(-2, field)
+        lua.pop()
+    }
+
+    /// Exposes `database` to scripts as `maqet.db`.
+    public func exposeStateDatabase(_ database: Database) {
+        lua.pushHandle(DatabaseHandle(database))
+        setMaqetField("db")
+    }
+}
+
+public enum MaqetVersion {
+    public static let string = "0.1.0"
+}

@@ -1,0 +1,34 @@
+import ArgumentParser
+import Foundation
+import MaqetRuntime
+
+struct Maqet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "maqet",
+        abstract: "Manage QEMU virtual machines, with workflows and automation in Lua.",
+        discussion: ExitStatus.helpText,
+        version: MaqetVersion.string,
+        subcommands: []
+    )
+}
+
+@main
+enum Main {
+    static func main() {
+        let arguments = reorderGlobalOptions(Array(CommandLine.arguments.dropFirst()), root: Maqet.self)
+        Maqet.main(arguments)
+    }
+}
+
+/// Prints `message` on stderr and returns the exit code to throw.
+func failure(_ message: String, _ status: ExitStatus = .failure) -> ExitCode {
+    FileHandle.standardError.write(Data(("maqet: " + message + "\n").utf8))
+    return ExitCode(status.rawValue)
+}
+
+/// Turns an error from the runtime into a message on stderr and its documented exit code.
+func exitCode(for error: Error) -> ExitCode {
+    if let error = error as? ExitCode { return error }
+    if let error = error as? MaqetError { return failure(error.message, error.status) }
+    return failure(String(describing: error), .failure)
+}
