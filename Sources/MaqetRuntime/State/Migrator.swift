@@ -3,6 +3,10 @@ import CSQLite
 import Foundation
 import MaqetCore
 
+final class RefusalLog {
+    var last: String?
+}
+
 /// What a migration run did.
 public struct MigrationOutcome {
     public var fromVersion: Int
@@ -20,6 +24,8 @@ final class Migrator {
     let migrations: MigrationSet
     let verbosity: Int
     private var runtime: Runtime?
+    /// What the authorizer refused during the run, to explain SQLite's terse "not authorized".
+    private var refusals: RefusalLog?
 
     init(configuration: StateConfiguration, migrations: MigrationSet, verbosity: Int) {
         self.configuration = configuration
@@ -80,7 +86,13 @@ final class Migrator {
             let handle = DatabaseHandle(database)
             handle.strict = true
             handle.guardStatement = Self.refuseTransactionControl
-            database.setAuthorizer(Self.authorize)
+            let refusals = RefusalLog()
+            database.setAuthorizer { action, arg1, _ in
+                let allowed = Self.authorize(action, arg1, nil)
+                if !allowed { refusals.last = Self.actionName(action, arg1) }
+                return allowed
+            }
+            self.refusals = refusals
             defer { database.setAuthorizer(nil) }
 
             try SchemaVersion.adoptCurrentLayout(database, from: version, migrations: migrations)
@@ -126,6 +138,9 @@ final class Migrator {
             }
             detail = error.description
         default: detail = String(describing: error)
+        }
+        if let refused = refusals?.last {
+            detail += " (\(refused) is not allowed in a migration: maqet runs all pending migrations in one transaction and commits it itself; use db:transaction(fn) for a savepoint)"
         }
         var lines: [String] = []
         if let migration {
@@ -274,6 +289,15 @@ final class Migrator {
         switch action {
         case SQLITE_TRANSACTION, SQLITE_ATTACH, SQLITE_DETACH: return false
         default: return true
+        }
+    }
+
+    static func actionName(_ action: Int32, _ arg1: String?) -> String {
+        switch action {
+        case SQLITE_TRANSACTION: return arg1?.uppercased() ?? "BEGIN/COMMIT/ROLLBACK"
+        case SQLITE_ATTACH: return "ATTACH"
+        case SQLITE_DETACH: return "DETACH"
+        default: return "action \(action)"
         }
     }
 
