@@ -60,44 +60,48 @@ extension Maqet {
                 while try statement.step() {
                     for column in 0..<4 {
                         if column > 0 { out.bytes.append(0x20) }
-                        statement.withBytes(at: column) { out.append(bytes: $0.map { Array($0) } ?? dash) }
+                        statement.withBytes(at: column) { if let b = $0 { out.append(bytes: b) } else { out.append(bytes: dash) } }
                     }
                     out.bytes.append(0x0A)
                 }
                 return
             }
-            var cells: [[UInt8]] = []
+            // Cells go into one flat buffer (no allocation per cell); `ends` holds where each ends.
+            var flat: [UInt8] = []
+            flat.reserveCapacity(1 << 16)
+            var ends: [Int] = []
             let header = ["VM Name", "Status", "PID", "Created"].map { Array($0.utf8) }
             var widths = header.map(\.count)
             while try statement.step() {
                 for column in 0..<4 {
-                    let cell = statement.withBytes(at: column) { $0.map { Array($0) } ?? dash }
-                    widths[column] = max(widths[column], displayWidth(cell))
-                    cells.append(cell)
+                    let start = flat.count
+                    statement.withBytes(at: column) { bytes in
+                        if let bytes { flat.append(contentsOf: bytes) } else { flat.append(0x2D) }
+                    }
+                    ends.append(flat.count)
+                    widths[column] = max(widths[column], displayWidth(flat[start..<flat.count]))
                 }
             }
-            if cells.isEmpty {
+            if ends.isEmpty {
                 out.line(status == nil ? "No VMs. Add one with 'maqet add CONFIG.yaml'." : "No VMs with status '\(status!)'.")
                 return
             }
-            func row(_ items: ArraySlice<[UInt8]>) {
-                for (i, cell) in items.enumerated() {
-                    out.append(bytes: cell)
-                    if i < 3 { out.append(bytes: repeatElement(UInt8(0x20), count: widths[i] - displayWidth(cell) + 3)) }
-                }
-                out.bytes.append(0x0A)
+            func cell(_ bytes: ArraySlice<UInt8>, _ column: Int) {
+                out.append(bytes: bytes)
+                if column < 3 { out.append(bytes: repeatElement(UInt8(0x20), count: widths[column] - displayWidth(bytes) + 3)) }
+                else { out.bytes.append(0x0A) }
             }
-            row(header[...])
-            row(widths.map { Array(repeating: UInt8(0x2D), count: $0) }[...])
-            var index = 0
-            while index < cells.count {
-                row(cells[index..<index + 4])
-                index += 4
+            for column in 0..<4 { cell(header[column][...], column) }
+            for column in 0..<4 { cell(Array(repeating: UInt8(0x2D), count: widths[column])[...], column) }
+            var start = 0
+            for (index, end) in ends.enumerated() {
+                cell(flat[start..<end], index % 4)
+                start = end
             }
         }
 
         /// Characters in UTF-8 bytes (continuation bytes do not count).
-        private func displayWidth(_ bytes: [UInt8]) -> Int {
+        private func displayWidth(_ bytes: ArraySlice<UInt8>) -> Int {
             var n = 0
             for b in bytes where b & 0xC0 != 0x80 { n += 1 }
             return n
@@ -132,13 +136,13 @@ extension Maqet {
                         if case .real(let d) = statement.value(at: column), !d.isFinite {
                             out.append("null")
                         } else {
-                            statement.withBytes(at: column) { out.append(bytes: $0.map { Array($0) } ?? []) }
+                            statement.withBytes(at: column) { if let b = $0 { out.append(bytes: b) } }
                         }
                     default:
                         if column == configIndex {
-                            statement.withBytes(at: column) { out.append(bytes: $0.map { Array($0) } ?? Array("null".utf8)) }
+                            statement.withBytes(at: column) { if let b = $0 { out.append(bytes: b) } else { out.append("null") } }
                         } else {
-                            statement.withBytes(at: column) { out.jsonString(bytes: $0.map { Array($0) } ?? []) }
+                            statement.withBytes(at: column) { if let b = $0 { out.jsonString(bytes: b) } else { out.append("\"\"") } }
                         }
                     }
                 }
