@@ -55,9 +55,11 @@ final class DatabaseRefusalTests: XCTestCase {
     func testCorruptPageIsRefusedBeforeMigrating() {
         let sandbox = Sandbox()
         sandbox.installFixture("python-maqet-v1.db")
-        // Overwrite the middle of the last page (table data) with garbage; the header stays valid.
+        // Overwrite the b-tree page header of vm_instances' root page; the file header stays valid.
+        let root = Int(sqlite3(sandbox.databasePath, "SELECT rootpage FROM sqlite_master WHERE name = 'vm_instances'")
+            .trimmingCharacters(in: .whitespacesAndNewlines))!
         var bytes = [UInt8](FileManager.default.contents(atPath: sandbox.databasePath)!)
-        for i in (bytes.count - 3000)..<(bytes.count - 100) { bytes[i] = 0xA5 }
+        for i in ((root - 1) * 4096)..<((root - 1) * 4096 + 64) { bytes[i] = 0xA5 }
         FileManager.default.createFile(atPath: sandbox.databasePath, contents: Data(bytes))
         let sha = fileSHA(sandbox.databasePath)
         let result = sandbox.maqet(["ls"])

@@ -108,8 +108,10 @@ extension Maqet {
         }
 
         private func listJSON(_ database: Database, into out: inout OutputBuffer) throws {
+            // json_valid(X) with one argument accepts only RFC 8259 text, so a valid config_data can be
+            // embedded as it is (no parse and re-serialise per row).
             let statement = try database.prepare("""
-                SELECT *, CASE WHEN json_valid(config_data) THEN json(config_data) END AS "config"
+                SELECT *, CASE WHEN json_valid(config_data) THEN config_data END AS "config"
                 FROM vm_instances\(whereClause) ORDER BY name
                 """)
             defer { statement.finalize() }
