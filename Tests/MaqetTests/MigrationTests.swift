@@ -258,4 +258,19 @@ final class MigrationTests: XCTestCase {
         refused.assertExit(3)
         XCTAssertTrue(refused.stderr.contains("version 7") && refused.stderr.contains("latest 6"), refused.stderr)
     }
+
+    func testNotEnoughFreeSpaceRefusesBeforeBackingUp() {
+        let sandbox = Sandbox()
+        sandbox.installFixture("python-maqet-v1.db")
+        let sha = fileSHA(sandbox.databasePath)
+        // Testing hook: pretend the file system has 1000 bytes free.
+        sandbox.extraEnvironment["MAQET_TEST_FREE_BYTES"] = "1000"
+        let result = sandbox.maqet(["ls"])
+        result.assertExit(1)
+        XCTAssertTrue(result.stderr.contains("not enough free space"), result.stderr)
+        XCTAssertEqual(fileSHA(sandbox.databasePath), sha)
+        XCTAssertTrue(sandbox.automaticBackups.isEmpty)
+        sandbox.extraEnvironment["MAQET_TEST_FREE_BYTES"] = nil
+        sandbox.maqet(["ls"]).assertExit(0)
+    }
 }
