@@ -127,4 +127,25 @@ final class BackupRestoreTests: XCTestCase {
         sandbox.maqet(["ls"]).assertExit(0)
         XCTAssertEqual(sandbox.schemaVersion(), "6")
     }
+
+    func testRestoreReplacesADamagedDatabaseKeepingItAside() {
+        let sandbox = Sandbox()
+        sandbox.installFixture("python-maqet-v1.db")
+        let original = vmRows(sandbox.databasePath)
+        sandbox.maqet(["ls"]).assertExit(0)
+        let backup = sandbox.maqet(["db", "backup"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let garbage = String(repeating: "garbage ", count: 1000)
+        try! garbage.write(toFile: sandbox.databasePath, atomically: true, encoding: .utf8)
+        sandbox.maqet(["ls"]).assertExit(3)
+
+        let restore = sandbox.maqet(["db", "restore", backup])
+        restore.assertExit(0)
+        let moved = sandbox.dataFiles("instances.db.damaged-")
+        XCTAssertEqual(moved.count, 1, restore.stdout)
+        XCTAssertEqual(try? String(contentsOfFile: (sandbox.dataDir as NSString).appendingPathComponent(moved[0]), encoding: .utf8), garbage)
+        XCTAssertTrue(restore.stdout.contains(moved[0]), restore.stdout)
+        sandbox.maqet(["ls"]).assertExit(0)
+        XCTAssertEqual(vmRows(sandbox.databasePath), original)
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "PRAGMA journal_mode").trimmingCharacters(in: .whitespacesAndNewlines), "wal")
+    }
 }

@@ -42,6 +42,8 @@ public struct RestoreOutcome {
     public var latestVersion: Int
     /// The automatic backup of the database as it was before the restore (nil when it was empty).
     public var previousBackup: String?
+    /// Where a damaged or non-SQLite live file was moved (nil when it was sound).
+    public var movedAside: String?
 }
 
 /// The maintenance operations behind `maqet db ...`. None of them migrates except `migrate`.
@@ -124,11 +126,27 @@ public enum StateMaintenance {
         if expected.version > migrations.latestVersion {
             throw MaqetError("backup \(path) is at schema version \(expected.version), newer than this maqet knows (latest \(migrations.latestVersion)); refusing to restore it", status: .databaseRefused)
         }
-        let live = try StateStore.openFile(configuration, create: true)!
+        // A live file that is not a database or is damaged cannot be written through SQLite: it is
+        // moved aside (never deleted) and the backup is restored into a new file.
+        var movedAside: String?
+        var live: Database
+        do {
+            live = try StateStore.openFile(configuration, create: true)!
+            if try live.integrityCheck(quick: true) != ["ok"] {
+                live.close()
+                throw MaqetError("damaged", status: .databaseRefused)
+            }
+        } catch let error as MaqetError where error.status == .databaseRefused {
+            movedAside = try moveAside(configuration)
+            live = try StateStore.openFile(configuration, create: true)!
+        } catch let error as SQLiteError where error.primaryCode == SQLITE_CORRUPT || error.primaryCode == SQLITE_NOTADB {
+            movedAside = try moveAside(configuration)
+            live = try StateStore.openFile(configuration, create: true)!
+        }
         defer { live.close() }
         live.setBusyTimeout(milliseconds: Migrator.lockTimeoutMs)
         do {
-            if try live.hasTable("vm_instances"), try live.hasColumn("vm_instances", "status") {
+            if movedAside == nil, try live.hasTable("vm_instances"), try live.hasColumn("vm_instances", "status") {
                 let running = try live.query("SELECT name FROM vm_instances WHERE status = 'running' ORDER BY name").compactMap { $0[0].textValue }
                 if !running.isEmpty && !force {
                     throw MaqetError("\(running.count) VM(s) are running (\(running.prefix(5).joined(separator: ", "))); stop them first, or pass --force to restore anyway (their processes will not match the restored state)")
@@ -142,15 +160,36 @@ public enum StateMaintenance {
             let source = try Database(path: path, mode: .readOnly)
             defer { source.close() }
             try source.copyContents(into: live, busyTimeoutMs: Int(Migrator.lockTimeoutMs))
+            if movedAside != nil { _ = try live.query("PRAGMA journal_mode = WAL") }
             let restored = try SchemaVersion.read(live)
             guard restored.version == expected.version else {
                 throw MaqetError("after restoring, \(configuration.databasePath) reads as version \(restored.version), the backup has \(expected.version)")
             }
             return RestoreOutcome(databasePath: configuration.databasePath, restoredFrom: path, version: expected.version,
-                                  latestVersion: migrations.latestVersion, previousBackup: previous)
+                                  latestVersion: migrations.latestVersion, previousBackup: previous, movedAside: movedAside)
         } catch let error as SQLiteError {
             throw StateStore.refusal(error, path: configuration.databasePath)
         }
+    }
+
+    /// Renames a damaged live database (and its WAL) to `instances.db.damaged-YYYYMMDD-HHMMSS`
+    /// without overwriting anything; drops its shared-memory index. Returns the new path.
+    static func moveAside(_ configuration: StateConfiguration) throws -> String {
+        let path = configuration.databasePath
+        let base = path + ".damaged-" + Backups.stamp()
+        var target = base
+        var n = 2
+        while link(path, target) != 0 {
+            guard errno == EEXIST, n < 1000 else {
+                throw MaqetError("cannot move the damaged \(path) aside: \(String(cString: strerror(errno)))")
+            }
+            target = "\(base)-\(n)"
+            n += 1
+        }
+        unlink(path)
+        if FileManager.default.fileExists(atPath: path + "-wal") { rename(path + "-wal", target + "-wal") }
+        unlink(path + "-shm")
+        return target
     }
 
     /// `db check`: integrity_check, foreign_key_check, and the schema compared with what the

@@ -237,7 +237,9 @@ extension Maqet.Db {
                 backup in through SQLite's online backup API (so other maqet processes never see a \
                 half-written file; do not use cp while maqet may be running). Refuses while any VM is \
                 recorded as running unless --force. BACKUP may be a path or a file name in the data \
-                directory. A backup from an older schema is migrated by the next command.
+                directory. A backup from an older schema is migrated by the next command. A live file \
+                that is not a database or is damaged is moved aside (instances.db.damaged-...) and the \
+                backup restored into a new file.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -250,6 +252,7 @@ extension Maqet.Db {
                 var out = OutputBuffer()
                 out.line("Restored \(outcome.databasePath) from \(outcome.restoredFrom) (schema version \(outcome.version)).")
                 if let previous = outcome.previousBackup { out.line("The database as it was before: \(previous)") }
+                if let moved = outcome.movedAside { out.line("The damaged file it replaced was moved to \(moved)") }
                 if outcome.version < outcome.latestVersion {
                     out.line("It will be migrated to version \(outcome.latestVersion) by the next maqet command (or: maqet db migrate).")
                 }
