@@ -133,6 +133,7 @@ public enum Backups {
         defer { if ownTransaction, source.inTransaction { try? source.execute("COMMIT") } }
         let expectedVersion = try SchemaVersion.read(source)
         let expectedCounts = try rowCounts(source)
+        removeStaleTemporaries(in: directory)
         let targetDirectory = explicitPath.map { ($0 as NSString).deletingLastPathComponent } ?? directory
         let temporary = (targetDirectory.isEmpty ? "." : targetDirectory as NSString).appendingPathComponent(".maqet-backup-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp")
         defer { unlink(temporary); unlink(temporary + "-journal") }
@@ -211,6 +212,16 @@ public enum Backups {
             return try SchemaVersion.read(copy)
         } catch let error as SQLiteError {
             throw MaqetError("\(path) is not a usable SQLite database: \(error.message)", status: .databaseRefused)
+        }
+    }
+
+    /// Deletes `.maqet-backup-PID-N.tmp` files left by a maqet process that was killed mid-backup
+    /// (its PID no longer exists).
+    static func removeStaleTemporaries(in directory: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(".maqet-backup-") {
+            let parts = name.split(separator: "-")
+            guard parts.count >= 4, let pid = Int32(parts[2]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            unlink((directory as NSString).appendingPathComponent(name))
         }
     }
 

@@ -155,7 +155,7 @@ public enum StateMaintenance {
             var previous: String?
             if try !live.tableNames().isEmpty {
                 previous = try Backups.create(from: live, directory: configuration.dataDirectory, kind: .automatic)
-                Backups.prune(in: configuration.dataDirectory, keep: configuration.keepBackups)
+                Backups.prune(in: configuration.dataDirectory, keep: max(1, configuration.keepBackups)) // never the one just taken
             }
             let source = try Database(path: path, mode: .readOnly)
             defer { source.close() }

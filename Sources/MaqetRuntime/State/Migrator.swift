@@ -80,7 +80,7 @@ final class Migrator {
                 let reader = try Database(path: database.path, mode: .readOnly, busyTimeoutMs: Self.lockTimeoutMs)
                 defer { reader.close() }
                 backupPath = try Backups.create(from: reader, directory: configuration.dataDirectory, kind: .automatic)
-                Backups.prune(in: configuration.dataDirectory, keep: configuration.keepBackups)
+                Backups.prune(in: configuration.dataDirectory, keep: max(1, configuration.keepBackups)) // never the one just taken
             }
 
             let handle = DatabaseHandle(database)
