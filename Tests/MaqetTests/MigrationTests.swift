@@ -273,4 +273,38 @@ final class MigrationTests: XCTestCase {
         sandbox.extraEnvironment["MAQET_TEST_FREE_BYTES"] = nil
         sandbox.maqet(["ls"]).assertExit(0)
     }
+
+    func testForeignKeyViolationFailsTheRunBeforeCommit() {
+        let sandbox = Sandbox()
+        sandbox.installFixture("python-maqet-v1.db")
+        let migrations = sandbox.migrationsCopy()
+        try! "return { description = \"Orphan storage row\", up = \"INSERT INTO storage_registry (vm_name, storage_path, storage_type) VALUES ('ghost', '/x.img', 'raw')\" }\n"
+            .write(toFile: migrations + "/0007_orphan.lua", atomically: true, encoding: .utf8)
+        let dumpBefore = dump(sandbox.databasePath)
+        let result = sandbox.maqet(["--migrations-dir", migrations, "ls"])
+        result.assertExit(4)
+        XCTAssertTrue(result.stderr.contains("foreign key") && result.stderr.contains("storage_registry"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("maqet db restore "), result.stderr)
+        XCTAssertEqual(dump(sandbox.databasePath), dumpBefore)
+        XCTAssertEqual(sandbox.automaticBackups.count, 1)
+    }
+
+    func testQuietSuppressesTheNoticeAndVerboseShowsTheTraceback() {
+        let sandbox = Sandbox()
+        sandbox.installFixture("python-maqet-v1.db")
+        let migrations = sandbox.migrationsCopy()
+        try! "return { description = \"x\", up = function(db) local function inner() error('deep') end inner() end }\n"
+            .write(toFile: migrations + "/0003_add_auth_secret.lua", atomically: true, encoding: .utf8)
+        let verbose = sandbox.maqet(["-v", "--migrations-dir", migrations, "ls"])
+        verbose.assertExit(4)
+        XCTAssertTrue(verbose.stderr.contains("stack traceback"), verbose.stderr)
+        let plain = sandbox.maqet(["--migrations-dir", migrations, "ls"])
+        plain.assertExit(4)
+        XCTAssertFalse(plain.stderr.contains("stack traceback"), plain.stderr)
+        XCTAssertTrue(plain.stderr.contains("0003_add_auth_secret.lua:1: deep"), plain.stderr)
+        let quiet = sandbox.maqet(["-q", "ls"])
+        quiet.assertExit(0)
+        XCTAssertEqual(quiet.stderr, "")
+        XCTAssertEqual(sandbox.schemaVersion(), "6")
+    }
 }
