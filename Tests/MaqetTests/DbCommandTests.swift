@@ -60,6 +60,8 @@ final class DbCommandTests: XCTestCase {
         let pending = try XCTUnwrap(report["pending"] as? [[String: Any]])
         XCTAssertEqual(pending.map { $0["version"] as? Int }, [2, 3, 4, 5, 6])
         XCTAssertEqual(pending.first?["description"] as? String, "Add runner_pid column for per-VM runner processes")
+        let legacy = try XCTUnwrap(report["history"] as? [[String: Any]])
+        XCTAssertEqual(legacy.map { $0["source"] as? String }, ["python-maqet"], "the Python rows are the history before conversion")
 
         let migrations = sandbox.migrationsCopy()
         sandbox.maqet(["--migrations-dir", migrations, "ls"]).assertExit(0)

@@ -112,8 +112,15 @@ public struct HistoryEntry {
     public var durationMs: Double?
     public var source: String?
 
+    /// The history; for a database still in the Python layout, its `schema_version` rows.
     public static func all(_ database: Database) throws -> [HistoryEntry] {
-        guard try database.hasTable("schema_history") else { return [] }
+        guard try database.hasTable("schema_history") else {
+            guard try database.hasColumn("schema_version", "version") else { return [] }
+            return try database.query("SELECT version, coalesce(description, 'version ' || version), applied_at FROM schema_version ORDER BY version").map {
+                HistoryEntry(version: Int($0[0].integerValue ?? 0), name: $0[1].textValue ?? "", checksum: nil,
+                             appliedAt: $0[2].textValue ?? "unknown", durationMs: nil, source: "python-maqet")
+            }
+        }
         return try database.query("SELECT version, name, checksum, applied_at, duration_ms, source FROM schema_history ORDER BY version").map {
             HistoryEntry(version: Int($0[0].integerValue ?? 0), name: $0[1].textValue ?? "", checksum: $0[2].textValue,
                          appliedAt: $0[3].textValue ?? "", durationMs: { if case .real(let d) = $0 { return d }; return $0.integerValue.map(Double.init) }($0[4]),

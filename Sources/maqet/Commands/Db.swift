@@ -91,7 +91,8 @@ extension Maqet.Db {
                 out.line("Pending migrations: none")
             } else {
                 out.line("Pending migrations (\(r.pending.count)):")
-                for p in r.pending { out.line("  \(p.migration.fileName)  \(p.description ?? "(description unavailable)")") }
+                let width = r.pending.map(\.migration.fileName.count).max() ?? 0
+                for p in r.pending { out.line("  \(padded(p.migration.fileName, width))   \(p.description ?? "(description unavailable)")") }
             }
             out.line()
             if r.history.isEmpty {
@@ -145,7 +146,8 @@ extension Maqet.Db {
                     } else {
                         out.line("Would migrate \(configuration.databasePath) from version \(plan.version.version) to \(plan.latest)\(plan.version.layout == .empty ? " (new database, no backup)" : ", after a backup"):")
                         if plan.version.layout == .python { out.line("  convert the Python maqet schema_version table to maqet's layout (history kept)") }
-                        for p in plan.pending { out.line("  \(p.migration.fileName)  \(p.description ?? "")") }
+                        let width = plan.pending.map(\.migration.fileName.count).max() ?? 0
+                        for p in plan.pending { out.line("  \(padded(p.migration.fileName, width))   \(p.description ?? "")") }
                     }
                     out.flush()
                     return
