@@ -112,15 +112,15 @@ public struct MigrationSet {
 
     /// Parses `NNNN_name.lua` names; refuses malformed names, duplicate numbers and gaps.
     static func validated(names: [String], source: String, parts: (String) -> Migration.Parts) throws -> MigrationSet {
-        let where_ = source == "built-in" ? "built-in migrations" : "migrations directory \(source)"
+        let origin = source == "built-in" ? "built-in migrations" : "migrations directory \(source)"
         var byNumber: [Int: String] = [:]
         var migrations: [Migration] = []
         for fileName in names.sorted() {
             guard let (number, stem) = parseName(fileName) else {
-                throw MaqetError("\(where_): \(fileName) is not named NNNN_name.lua (four or more digits, an underscore, letters, digits, '_' or '-')")
+                throw MaqetError("\(origin): \(fileName) is not named NNNN_name.lua (four or more digits, an underscore, letters, digits, '_' or '-')")
             }
             if let other = byNumber[number] {
-                throw MaqetError("\(where_): \(other) and \(fileName) both have number \(String(format: "%04d", number)); each number must be used once")
+                throw MaqetError("\(origin): \(other) and \(fileName) both have number \(String(format: "%04d", number)); each number must be used once")
             }
             byNumber[number] = fileName
             let p = parts(fileName)
@@ -128,12 +128,12 @@ public struct MigrationSet {
         }
         migrations.sort { $0.number < $1.number }
         if migrations.isEmpty {
-            throw MaqetError("\(where_): no migration files (NNNN_name.lua) found")
+            throw MaqetError("\(origin): no migration files (NNNN_name.lua) found")
         }
         for (index, migration) in migrations.enumerated() where migration.number != index + 1 {
             let expected = String(format: "%04d", index + 1)
             let after = index > 0 ? " after \(migrations[index - 1].fileName)" : ""
-            throw MaqetError("\(where_): migration \(expected) is missing\(after) (next is \(migration.fileName)); numbers must run 0001, 0002, ... without gaps")
+            throw MaqetError("\(origin): migration \(expected) is missing\(after) (next is \(migration.fileName)); numbers must run 0001, 0002, ... without gaps")
         }
         return MigrationSet(migrations: migrations, source: source)
     }
