@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import MaqetCore
 
@@ -24,25 +25,124 @@ public struct StateConfiguration {
         }
         dataDirectory = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
         migrationsDirectory = nonEmpty(migrationsDirOption) ?? nonEmpty(environment["MAQET_MIGRATIONS_DIR"])
-        keepBackups = Int(environment["MAQET_KEEP_BACKUPS"] ?? "") ?? 5
+        keepBackups = max(0, Int(environment["MAQET_KEEP_BACKUPS"] ?? "") ?? 5)
     }
 }
 
-/// The opened, migrated state database. (Placeholder: the migrator replaces `open`.)
+/// The opened, migrated state database.
 public final class StateStore {
     public let configuration: StateConfiguration
     public let database: Database
+    /// What the open did, when it migrated.
+    public let migration: MigrationOutcome?
 
-    init(configuration: StateConfiguration, database: Database) {
+    init(configuration: StateConfiguration, database: Database, migration: MigrationOutcome?) {
         self.configuration = configuration
         self.database = database
+        self.migration = migration
     }
 
     /// Opens the state database, creating the data directory (0700) and migrating as needed.
-    /// `notice` receives the one-line stderr notice about a migration and its backup.
+    /// `notice` receives the one-line stderr notice about a migration and its backup. The migrations
+    /// run in a Lua state of their own, never in `runtime` (kept for callers that have one).
     public static func open(_ configuration: StateConfiguration, runtime: Runtime, notice: (String) -> Void) throws -> StateStore {
-        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let database = try Database(path: configuration.databasePath)
-        return StateStore(configuration: configuration, database: database)
+        try open(configuration, verbosity: runtime.verbosity, notice: notice)
+    }
+
+    /// Opens the state database, creating the data directory (0700) and migrating as needed.
+    /// Deciding "up to date" costs one query and a look at the migration file names; the Lua state
+    /// and the scripts are only loaded when something is pending.
+    public static func open(_ configuration: StateConfiguration, verbosity: Int = 0, notice: (String) -> Void) throws -> StateStore {
+        let migrations = try MigrationSet.load(configuration)
+        let database = try openFile(configuration, create: true)!
+        let latest = migrations.latestVersion
+        do {
+            if let version = try SchemaVersion.quickRead(database) {
+                if version == latest { return StateStore(configuration: configuration, database: database, migration: nil) }
+                if version > latest { throw newerError(database.path, version: version, latest: latest) }
+            }
+            let version = try SchemaVersion.read(database)
+            if version.version > latest { throw newerError(database.path, version: version.version, latest: latest) }
+            if version.version == latest && version.layout == .current {
+                return StateStore(configuration: configuration, database: database, migration: nil)
+            }
+            let outcome = try Migrator(configuration: configuration, migrations: migrations, verbosity: verbosity).run(database)
+            if let outcome, let backup = outcome.backupPath {
+                notice(noticeLine(outcome, backup: backup))
+            } else if let outcome, verbosity >= 2 {
+                notice("created \(database.path) at schema version \(outcome.toVersion)")
+            }
+            return StateStore(configuration: configuration, database: database, migration: outcome)
+        } catch let error as SQLiteError {
+            throw refusal(error, path: database.path)
+        }
+    }
+
+    static func noticeLine(_ outcome: MigrationOutcome, backup: String) -> String {
+        if outcome.fromVersion == outcome.toVersion {
+            return "converted instances.db from the Python maqet layout at version \(outcome.toVersion) (backup: \(backup))"
+        }
+        return "migrated instances.db from version \(outcome.fromVersion) to \(outcome.toVersion) (backup: \(backup))"
+    }
+
+    /// Opens the database file without migrating it (for `maqet db ...`). A missing or 0-byte file
+    /// is a new database: created when `create`, else nil. An existing file is opened read-write
+    /// without SQLITE_OPEN_CREATE and nothing is written to it here (the journal mode is only set on
+    /// a new database, by the migrator).
+    public static func openFile(_ configuration: StateConfiguration, create: Bool) throws -> Database? {
+        let path = configuration.databasePath
+        var info = stat()
+        let exists = stat(path, &info) == 0
+        if !exists || info.st_size == 0 {
+            guard create else { return nil }
+            try makeDataDirectory(configuration.dataDirectory)
+        }
+        do {
+            let database = try Database(path: path, mode: exists ? .readWrite : .readWriteCreate)
+            // Reading the schema is the first access to the file: a non-database fails here.
+            _ = try database.scalar("SELECT count(*) FROM sqlite_master")
+            return database
+        } catch let error as SQLiteError {
+            throw refusal(error, path: path)
+        }
+    }
+
+    /// Creates the data directory with mode 0700 when it is missing.
+    static func makeDataDirectory(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw MaqetError("data directory \(path) exists and is not a directory") }
+            return
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path && !FileManager.default.fileExists(atPath: parent) {
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        }
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw MaqetError("cannot create data directory \(path): \(String(cString: strerror(errno)))")
+        }
+        chmod(path, 0o700) // mkdir applies the umask
+    }
+
+    /// An SQLite failure while opening: a file that is not a database or is damaged is refused (exit 3).
+    static func refusal(_ error: SQLiteError, path: String) -> MaqetError {
+        switch error.primaryCode {
+        case SQLITE_NOTADB:
+            return MaqetError("\(path) is not an SQLite database (\(error.message)); it was left untouched. Move it aside or restore a backup (maqet db backups)", status: .databaseRefused)
+        case SQLITE_CORRUPT:
+            return MaqetError("\(path) is damaged (\(error.message)); it was left untouched. Restore a backup: maqet db backups, then maqet db restore BACKUP", status: .databaseRefused)
+        case SQLITE_BUSY, SQLITE_LOCKED:
+            return MaqetError("\(path) is locked by another process (\(error.message)); try again when it has finished")
+        default:
+            return MaqetError("\(path): \(error.description)")
+        }
+    }
+
+    static func newerError(_ path: String, version: Int, latest: Int) -> MaqetError {
+        MaqetError("""
+            \(path) is at schema version \(version), newer than this maqet knows (latest \(latest)); it was left untouched. \
+            Either restore a backup taken before a newer maqet migrated it (maqet db backups, then maqet db restore BACKUP), \
+            or leave this database to the newer maqet and use a separate data directory (--maqet-data-dir DIR)
+            """, status: .databaseRefused)
     }
 }

@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import MaqetRuntime
+
+/// Output formats of listing commands.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json, plain
+}
+
+/// Machine-readable or human output.
+enum ReportFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+/// Collects a command's stdout and writes it with one `write(2)` loop at the end.
+struct OutputBuffer {
+    var bytes: [UInt8] = []
+
+    init(capacity: Int = 4096) { bytes.reserveCapacity(capacity) }
+
+    mutating func append(_ text: String) { bytes.append(contentsOf: text.utf8) }
+    mutating func append<C: Collection>(bytes more: C) where C.Element == UInt8 { bytes.append(contentsOf: more) }
+    mutating func line(_ text: String = "") { append(text); bytes.append(0x0A) }
+
+    /// Appends `text` as a JSON string literal.
+    mutating func jsonString(_ text: String) { jsonString(bytes: Array(text.utf8)) }
+
+    mutating func jsonString<C: Collection>(bytes text: C) where C.Element == UInt8 {
+        bytes.append(0x22)
+        for byte in text {
+            switch byte {
+            case 0x22: bytes.append(0x5C); bytes.append(0x22)
+            case 0x5C: bytes.append(0x5C); bytes.append(0x5C)
+            case 0x0A: bytes.append(0x5C); bytes.append(0x6E)
+            case 0x0D: bytes.append(0x5C); bytes.append(0x72)
+            case 0x09: bytes.append(0x5C); bytes.append(0x74)
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: Array("\\u00".utf8))
+                bytes.append(hex[Int(byte >> 4)])
+                bytes.append(hex[Int(byte & 0xF)])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(0x22)
+    }
+
+    /// Writes everything to stdout.
+    func flush() {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = write(1, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return // stdout closed (e.g. piped into head): nothing more to do
+                }
+                offset += n
+            }
+        }
+    }
+}
+
+/// A tiny JSON value for reports (not for the hot `ls` path).
+indirect enum JSON {
+    case null, bool(Bool), int(Int64), double(Double), string(String), array([JSON]), object([(String, JSON)]), raw(String)
+
+    func write(to out: inout OutputBuffer, indent: Int = 0) {
+        let pad = String(repeating: "  ", count: indent + 1)
+        let closePad = String(repeating: "  ", count: indent)
+        switch self {
+        case .null: out.append("null")
+        case .bool(let b): out.append(b ? "true" : "false")
+        case .int(let i): out.append(String(i))
+        case .double(let d): out.append(d.isFinite ? String(d) : "null")
+        case .string(let s): out.jsonString(s)
+        case .raw(let s): out.append(s)
+        case .array(let items):
+            if items.isEmpty { out.append("[]"); return }
+            out.append("[\n")
+            for (i, item) in items.enumerated() {
+                out.append(pad)
+                item.write(to: &out, indent: indent + 1)
+                out.append(i + 1 < items.count ? ",\n" : "\n")
+            }
+            out.append(closePad + "]")
+        case .object(let fields):
+            if fields.isEmpty { out.append("{}"); return }
+            out.append("{\n")
+            for (i, (key, value)) in fields.enumerated() {
+                out.append(pad)
+                out.jsonString(key)
+                out.append(": ")
+                value.write(to: &out, indent: indent + 1)
+                out.append(i + 1 < fields.count ? ",\n" : "\n")
+            }
+            out.append(closePad + "}")
+        }
+    }
+
+    static func optional(_ s: String?) -> JSON { s.map(JSON.string) ?? .null }
+}
+
+/// Prints a JSON document on stdout.
+func printJSON(_ value: JSON) {
+    var out = OutputBuffer()
+    value.write(to: &out)
+    out.line()
+    out.flush()
+}
+
+/// Pads `text` with spaces to `width` characters.
+func padded(_ text: String, _ width: Int) -> String {
+    let count = text.count
+    return count >= width ? text : text + String(repeating: " ", count: width - count)
+}
+
+/// Lines of a simple aligned table: header, a line of dashes, rows; columns three spaces apart.
+func tableLines(header: [String], rows: [[String]]) -> [String] {
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+    func render(_ cells: [String]) -> String {
+        cells.enumerated().map { i, cell in i == cells.count - 1 ? cell : padded(cell, widths[i]) }.joined(separator: "   ")
+    }
+    return [render(header), render(widths.map { String(repeating: "-", count: $0) })] + rows.map(render)
+}
+
+extension GlobalOptions {
+    /// Where the state lives, from the options and the environment.
+    var stateConfiguration: StateConfiguration {
+        StateConfiguration(dataDirOption: maqetDataDir, migrationsDirOption: migrationsDir)
+    }
+
+    /// Writes the one-line migration notice to stderr (suppressed by --quiet).
+    func notice(_ line: String) {
+        guard verbosity >= 0 else { return }
+        FileHandle.standardError.write(Data(("maqet: " + line + "\n").utf8))
+    }
+}
