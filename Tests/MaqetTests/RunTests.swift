@@ -58,6 +58,24 @@ final class RunTests: XCTestCase {
 
             """)
         XCTAssertFalse(result.stderr.contains("info"), result.stderr) // -v went to the script, not maqet
+
+        // Options maqet itself knows, right after the script, are the script's too.
+        let sandbox = Sandbox()
+        for first in ["--help", "-h", "--version", "--timeout=1", "-q"] {
+            let passed = sandbox.runScript("print(...)", args: [first, "x"])
+            passed.assertExit(0)
+            XCTAssertEqual(passed.stdout, "\(first)\tx\n")
+        }
+    }
+
+    func testScriptFromStdin() {
+        let sandbox = Sandbox()
+        let ok = sandbox.maqet(["run", "-", "a", "b"], stdin: "print(arg[0], ...)\n", cwd: sandbox.home)
+        ok.assertExit(0)
+        XCTAssertEqual(ok.stdout, "-\ta\tb\n")
+        let failing = sandbox.maqet(["run", "-"], stdin: "\n\nerror('from stdin')\n", cwd: sandbox.home)
+        failing.assertExit(1)
+        assertContains(failing.stderr, "stdin:3: from stdin")
     }
 
     func testRequireFindsModulesNextToTheScript() {

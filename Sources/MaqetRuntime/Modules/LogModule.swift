@@ -34,7 +34,8 @@ enum LogModule {
         for line in message.split(separator: "\n", omittingEmptySubsequences: false) {
             text += "maqet: \(level.label): \(line)\n"
         }
-        fputs(text, stderr)
+        var bytes = Array(text.utf8) // fwrite, not fputs: a NUL in the message must not cut it
+        fwrite(&bytes, 1, bytes.count, stderr)
     }
 
     static func log(_ L: OpaquePointer?, _ level: Level, _ name: String) -> Int32 {

@@ -23,7 +23,7 @@ extension Maqet {
         @Option(name: .long, help: ArgumentHelp("Stop the script after this many seconds (exit 124).", valueName: "seconds"))
         var timeout: Double?
 
-        @Argument(help: ArgumentHelp("The Lua script to run.", valueName: "script"))
+        @Argument(help: ArgumentHelp("The Lua script to run ('-' reads it from stdin).", valueName: "script"))
         var script: String
 
         @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Arguments for the script.", valueName: "args"))
@@ -37,7 +37,7 @@ extension Maqet {
 
         func run() throws {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: script, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            guard script == "-" || FileManager.default.fileExists(atPath: script, isDirectory: &isDirectory), !isDirectory.boolValue else {
                 throw failure("script not found: \(script)", .notFound)
             }
             let status = try execute()
@@ -62,11 +62,19 @@ extension Maqet {
             ScriptEnvironment.install(runtime, script: script, arguments: scriptArguments)
 
             let lua = runtime.lua
-            do {
-                try lua.loadFile(script)
-            } catch let error as LuaScriptError {
-                fputs("maqet: \(error.message)\n", stderr)
-                return ExitStatus.failure.rawValue
+            if script == "-" {
+                // The script is read from stdin; its chunk name is "=stdin" ("stdin:3: ...").
+                if mq_loadfile(lua.L, nil) != LUA_OK {
+                    fputs("maqet: \(lua.stringOrNumber(at: -1) ?? "cannot read the script from stdin")\n", stderr)
+                    return ExitStatus.failure.rawValue
+                }
+            } else {
+                do {
+                    try lua.loadFile(script)
+                } catch let error as LuaScriptError {
+                    fputs("maqet: \(error.message)\n", stderr)
+                    return ExitStatus.failure.rawValue
+                }
             }
             for argument in scriptArguments { lua.push(argument) }
 
@@ -131,8 +139,7 @@ enum ScriptEnvironment {
         runtime.setMaqetField("args")
 
         // package.path: modules next to the script first.
-        var directory = (script as NSString).deletingLastPathComponent
-        if directory.isEmpty { directory = "." }
+        let directory = scriptDirectory(script)
         lua_getglobal(L, "package")
         _ = lua.rawField(-1, "path")
         let current = lua.string(at: -1) ?? ""
@@ -157,4 +164,11 @@ enum ScriptEnvironment {
             fputs("maqet: internal error installing os.exit: \(error)\n", stderr)
         }
     }
+}
+
+/// The directory part of a script path as given: "lib/main.lua" → "lib", "main.lua" and "-" → ".",
+/// "/x.lua" → "". (NSString.deletingLastPathComponent traps on "-" in swift-corelibs-foundation.)
+func scriptDirectory(_ path: String) -> String {
+    guard path != "-", let slash = path.lastIndex(of: "/") else { return "." }
+    return String(path[..<slash])
 }
