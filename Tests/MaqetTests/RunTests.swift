@@ -38,6 +38,21 @@ final class RunTests: XCTestCase {
         XCTAssertNotEqual(kill(pid, 0), 0, "the spawned child outlived the script")
     }
 
+    func testChildrenDoNotOutliveTheScript() {
+        let sandbox = Sandbox()
+        for (ending, status) in [("", Int32(0)), ("error('stop')", Int32(1))] {
+            let result = sandbox.runScript("""
+                local p = maqet.process.spawn({"sleep", "60"})
+                print(p:pid())
+                \(ending)
+                """)
+            result.assertExit(status)
+            let pid = Int32(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            XCTAssertGreaterThan(pid, 0)
+            XCTAssertNotEqual(kill(pid, 0), 0, "the spawned child outlived the script (\(ending))")
+        }
+    }
+
     func testArgumentsThatLookLikeOptionsReachTheScript() {
         let result = Sandbox().runScript("""
             print(arg[0], #arg, arg[-1])

@@ -16,7 +16,7 @@ enum TimeModule {
             guard let ms = lua.number(at: 1), ms.isFinite, ms >= 0 else {
                 throw LuaUsageError("maqet.sleep: ms must be a number >= 0, got \(lua.type(at: 1) == LUA_TNUMBER ? "\(lua.number(at: 1)!)" : lua.typeName(at: 1))")
             }
-            let deadline = monotonicMs() + Int64(ms.rounded(.up))
+            let deadline = monotonicMs() + Int64(min(ms, 1e15).rounded(.up)) // clamp: no Int64 overflow
             while true {
                 if ProcessModule.stopRequested() { throw ProcessModule.stopError("maqet.sleep") }
                 let left = deadline - monotonicMs()
