@@ -166,7 +166,7 @@ public final class Subprocess {
 
         var argv: [UnsafeMutablePointer<CChar>?] = options.arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
-        var envp: [UnsafeMutablePointer<CChar>?]? = options.environment.map { env in
+        let envp: [UnsafeMutablePointer<CChar>?]? = options.environment.map { env in
             env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         }
         defer { envp?.forEach { free($0) } }
@@ -183,6 +183,10 @@ public final class Subprocess {
         closeAll(childEnds)
         if rc != 0 {
             closeAll(parentEnds)
+            // The child's chdir failing looks like the program failing; say which it was.
+            if let directory = options.directory, access(directory, X_OK) != 0 {
+                throw SystemError(errno: errno, "cannot run '\(program)' in '\(directory)'")
+            }
             throw SystemError(errno: rc, "cannot run '\(program)'")
         }
         pid = child

@@ -237,7 +237,7 @@ final class RunTests: XCTestCase {
             N=1
             ONLY=this
 
-            nil\tcannot run '/bin/echo': No such file or directory\tENOENT
+            nil\tcannot run '/bin/echo' in '/no/such/dir': No such file or directory\tENOENT
 
             """)
     }
