@@ -143,8 +143,10 @@ final class RunTests: XCTestCase {
         let result = sandbox.runScript(#"""
             local db = maqet.db
             db:exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+            local tables_before = db:scalar("SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name)")
             local values = {
               "'); DROP TABLE notes; --",
+              "'); DROP TABLE vm_instances; --",
               "a\0b\0\0c",
               "emoji 😀 and ünïcödé",
               [[quotes ' " `backtick` \ backslash]],
@@ -161,6 +163,8 @@ final class RunTests: XCTestCase {
               assert(row.body == v and row.n == #v, ("row %d: %d bytes stored, %d sent"):format(i, row.n, #v))
             end
             assert(db:has_table("notes"))
+            local tables_after = db:scalar("SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name)")
+            assert(tables_after == tables_before, tables_after)
             assert(db:scalar("SELECT count(*) FROM notes") == #values)
             print("ok")
             """#)
