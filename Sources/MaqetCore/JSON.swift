@@ -154,6 +154,10 @@ struct JSONParser {
         guard position < bytes.count else { return error("unexpected end of input") }
         let byte = bytes[position]
         if byte >= 0x20 && byte < 0x7F { return error("unexpected '\(Character(UnicodeScalar(byte)))'") }
+        if byte == 0x0A { return error("unexpected end of line") }
+        if byte < 0x20 || byte == 0x7F {
+            return error("unexpected control character U+00\(byte < 0x10 ? "0" : "")\(String(byte, radix: 16, uppercase: true))")
+        }
         // Show a whole UTF-8 character when it is one; else the byte in hex.
         var end = position + 1
         while end < bytes.count && end - position < 4 && bytes[end] & 0xC0 == 0x80 { end += 1 }

@@ -65,6 +65,7 @@ final class StubsTests: XCTestCase {
                 functions.insert("method \(cls):\(m.2)")
             } else if let m = line.firstMatch(of: #/^(maqet[\w.]*)\s*=/#) {
                 assignments.insert(String(m.1))
+                pendingClass = nil
             } else if !line.hasPrefix("---") {
                 pendingClass = nil
             }
