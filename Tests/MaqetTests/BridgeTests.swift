@@ -190,6 +190,7 @@ final class BridgeTests: XCTestCase {
 
     func testDeinitRunsWhenSwiftFunctionRaises() throws {
         let state = LuaState()
+        defer { withExtendedLifetime(state) {} } // keep the lua_State open until the end
         let lua = state.lua
         lua.push(Self.raisingFunction)
         lua_setglobal(lua.L, "raise")

@@ -60,8 +60,13 @@ extension Maqet {
             defer { store.database.close() }
             runtime.exposeStateDatabase(store.database)
             ScriptEnvironment.install(runtime, script: script, arguments: scriptArguments)
+            // The state must live until the script is done: Swift may otherwise release `runtime`
+            // (and close the lua_State) right after its last visible use.
+            return withExtendedLifetime(runtime) { runScript(runtime.lua) }
+        }
 
-            let lua = runtime.lua
+        /// Loads and calls the script in `lua`; returns the exit status.
+        private func runScript(_ lua: Lua) -> Int32 {
             if script == "-" {
                 // The script is read from stdin; its chunk name is "=stdin" ("stdin:3: ...").
                 if mq_loadfile(lua.L, nil) != LUA_OK {
@@ -71,8 +76,8 @@ extension Maqet {
             } else {
                 do {
                     try lua.loadFile(script)
-                } catch let error as LuaScriptError {
-                    fputs("maqet: \(error.message)\n", stderr)
+                } catch {
+                    fputs("maqet: \(error)\n", stderr)
                     return ExitStatus.failure.rawValue
                 }
             }
@@ -86,18 +91,18 @@ extension Maqet {
             do {
                 try lua.protectedCall(nargs: Int32(scriptArguments.count), nresults: 0)
                 return ExitStatus.ok.rawValue
-            } catch let error as LuaScriptError {
+            } catch {
                 switch mq_stop_reason() {
                 case Int32(MQ_STOP_TIMEOUT):
                     fputs("maqet: script stopped: --timeout of \(Self.format(timeout ?? 0)) s expired\n", stderr)
-                    if global.verbosity > 0 { fputs("maqet: \(error.message)\n", stderr) }
+                    if global.verbosity > 0 { fputs("maqet: \(error)\n", stderr) }
                     return ExitStatus.timeout.rawValue
                 case Int32(MQ_STOP_INTERRUPT):
                     fputs("maqet: script stopped: interrupted\n", stderr)
-                    if global.verbosity > 0 { fputs("maqet: \(error.message)\n", stderr) }
+                    if global.verbosity > 0 { fputs("maqet: \(error)\n", stderr) }
                     return ExitStatus.interrupted.rawValue
                 default:
-                    fputs("maqet: \(error.message)\n", stderr)
+                    fputs("maqet: \(error)\n", stderr)
                     return ExitStatus.failure.rawValue
                 }
             }
