@@ -246,6 +246,19 @@ final class RunTests: XCTestCase {
             """)
     }
 
+    func testProcessRunPumpsLargeInputAndOutputTogether() {
+        // 4 MiB in, 4 MiB back out while still writing: needs stdin and stdout pumped together.
+        let result = Sandbox().runScript("""
+            local input = string.rep("0123456789abcdef", 4 * 65536)
+            local r = assert(maqet.process.run({"cat"}, {stdin = input}))
+            print(r.code, #r.stdout, r.stdout == input)
+            local ignored = maqet.process.run({"true"}, {stdin = input}) -- child never reads: EPIPE, no crash
+            print(ignored.code)
+            """)
+        result.assertExit(0)
+        XCTAssertEqual(result.stdout, "0\t4194304\ttrue\n0\n")
+    }
+
     func testProcessSpawnWaitKill() {
         let result = Sandbox().runScript("""
             local p = maqet.process.spawn({"sleep", "30"})
