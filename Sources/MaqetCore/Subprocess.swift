@@ -99,7 +99,6 @@ public final class Subprocess {
     /// Starts `options.arguments` (argv[0] is searched in PATH when it has no slash).
     /// Throws `SystemError` when the program cannot be started, e.g. ENOENT.
     public init(_ options: Options) throws {
-        Subprocess.ignoreSIGPIPE
         precondition(!options.arguments.isEmpty, "Subprocess needs a program")
         let program = options.arguments[0]
 
@@ -262,6 +261,23 @@ public final class Subprocess {
     }
 
     private func writeInput() {
+        // A child that exits without reading makes write() fail with EPIPE and raise SIGPIPE,
+        // which would kill maqet. Block SIGPIPE for the write and consume one it caused, instead of
+        // ignoring it process-wide (which would change how `maqet run s.lua | head` ends).
+        var block = sigset_t()
+        sigemptyset(&block)
+        sigaddset(&block, SIGPIPE)
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &block, &previous)
+        defer {
+            var pending = sigset_t()
+            sigpending(&pending)
+            if sigismember(&pending, SIGPIPE) == 1 && sigismember(&previous, SIGPIPE) == 0 {
+                var zero = timespec()
+                _ = sigtimedwait(&block, nil, &zero)
+            }
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
+        }
         while inputOffset < pendingInput.count {
             let written = pendingInput.withUnsafeBytes { buffer in
                 retryingEINTR { Glibc.write(stdinFD, buffer.baseAddress! + inputOffset, buffer.count - inputOffset) }
@@ -346,9 +362,6 @@ public final class Subprocess {
         guard let function = addChdirFunction else { return ENOSYS }
         return function(actions, directory)
     }
-
-    /// A write to a pipe whose reader has gone must fail with EPIPE, not kill maqet.
-    private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
 }
 
 /// Milliseconds on the monotonic clock.
