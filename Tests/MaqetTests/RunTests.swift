@@ -8,6 +8,10 @@ final class RunTests: XCTestCase {
     func testExitCodes() {
         let sandbox = Sandbox()
         sandbox.runScript("print('hello')").assertExit(0)
+        let shebang = sandbox.runScript("#!/usr/bin/env -S maqet run\nprint('from a shebang script')\nerror('line 3')")
+        shebang.assertExit(1)
+        XCTAssertEqual(shebang.stdout, "from a shebang script\n")
+        assertContains(shebang.stderr, "script.lua:3: line 3")
         sandbox.runScript("error('no')").assertExit(1)
         let exit7 = sandbox.runScript("io.write('buffered, no newline') os.exit(7)")
         exit7.assertExit(7)
