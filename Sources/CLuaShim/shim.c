@@ -94,12 +94,8 @@ static int have_deadline = 0;
 static struct sigaction previous_sigint;
 static int sigint_installed = 0;
 
-int mq_stop_reason(void) { return stop_reason; }
-void mq_request_stop(int reason) { if (stop_reason == MQ_STOP_NONE) stop_reason = reason; }
-void mq_reset_stop(void) { stop_reason = MQ_STOP_NONE; have_deadline = 0; }
-
-static void mq_stop_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
+/* Sets stop_reason once the --timeout deadline has passed. */
+static void mq_check_deadline(void) {
     if (stop_reason == MQ_STOP_NONE && have_deadline) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -108,6 +104,16 @@ static void mq_stop_hook(lua_State *L, lua_Debug *ar) {
             stop_reason = MQ_STOP_TIMEOUT;
         }
     }
+}
+
+/* Also checks the deadline, so Swift code blocking outside Lua (maqet.sleep, proc:wait) sees it. */
+int mq_stop_reason(void) { mq_check_deadline(); return stop_reason; }
+void mq_request_stop(int reason) { if (stop_reason == MQ_STOP_NONE) stop_reason = reason; }
+void mq_reset_stop(void) { stop_reason = MQ_STOP_NONE; have_deadline = 0; }
+
+static void mq_stop_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    mq_check_deadline();
     if (stop_reason != MQ_STOP_NONE) {
         /* From now on every instruction of this thread raises again. */
         lua_sethook(L, mq_stop_hook, LUA_MASKCOUNT, 1);

@@ -306,7 +306,18 @@ public final class Statement {
             case .null: rc = sqlite3_bind_null(stmt, index)
             case .integer(let i): rc = sqlite3_bind_int64(stmt, index, i)
             case .real(let d): rc = sqlite3_bind_double(stmt, index, d)
-            case .text(let s): rc = sqlite3_bind_text(stmt, index, s, -1, csqlite_transient())
+            case .text(let s):
+                // An explicit byte count: text with NUL bytes is stored whole, not cut at the first NUL.
+                var s = s
+                if s.isEmpty {
+                    rc = sqlite3_bind_text(stmt, index, "", 0, csqlite_transient()) // "" rather than NULL
+                } else {
+                    rc = s.withUTF8 { utf8 in
+                        utf8.withMemoryRebound(to: CChar.self) { text in
+                            sqlite3_bind_text64(stmt, index, text.baseAddress, sqlite3_uint64(text.count), csqlite_transient(), UInt8(SQLITE_UTF8))
+                        }
+                    }
+                }
             case .blob(let b):
                 rc = b.withUnsafeBytes { sqlite3_bind_blob64(stmt, index, $0.baseAddress, sqlite3_uint64($0.count), csqlite_transient()) }
             }

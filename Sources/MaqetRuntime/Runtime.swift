@@ -27,11 +27,17 @@ public final class Runtime {
     /// Each module lives in its own file under `Modules/` with one registration table.
     static let modules: [(name: String?, functions: [LuaRegistration])] = [
         (nil, DatabaseModule.functions),
+        (nil, TimeModule.functions),
+        ("process", ProcessModule.functions),
+        ("json", JSONModule.functions),
+        ("log", LogModule.functions),
     ]
 
     private func installModules() {
         let lua = self.lua
         DatabaseModule.registerTypes(lua)
+        ProcessModule.registerTypes(lua)
+        JSONModule.registerTypes(lua)
         lua.newTable()
         for module in Self.modules {
             if let name = module.name {
@@ -44,6 +50,9 @@ public final class Runtime {
                 }
             }
         }
+        _ = lua.rawField(-1, "json")
+        JSONModule.installFields(lua, moduleAt: -1)
+        lua.pop()
         lua.push(MaqetVersion.string)
         lua.setRawField(-2, "version")
         lua_setglobal(lua.L, "maqet")

@@ -1,0 +1,55 @@
+import CLuaShim
+import Foundation
+import MaqetCore
+
+/// `maqet.log`: one line per message on stderr, `maqet: <level>: <message>`, filtered by the
+/// verbosity of the command line (-q errors only; default warnings and errors; -v adds info;
+/// -vv adds debug).
+enum LogModule {
+    static let functions: [LuaRegistration] = [
+        ("debug", debug),
+        ("info", info),
+        ("warn", warn),
+        ("error", error),
+    ]
+
+    enum Level: Int {
+        case error = -1, warning = 0, info = 1, debug = 2
+
+        var label: String {
+            switch self {
+            case .error: return "error"
+            case .warning: return "warning"
+            case .info: return "info"
+            case .debug: return "debug"
+            }
+        }
+    }
+
+    /// Writes `message` when `verbosity` lets `level` through. Each line of a multi-line message
+    /// gets the prefix, so every stderr line says where it came from.
+    static func write(_ level: Level, _ message: String, verbosity: Int) {
+        guard level.rawValue <= verbosity else { return }
+        var text = ""
+        for line in message.split(separator: "\n", omittingEmptySubsequences: false) {
+            text += "maqet: \(level.label): \(line)\n"
+        }
+        var bytes = Array(text.utf8) // fwrite, not fputs: a NUL in the message must not cut it
+        fwrite(&bytes, 1, bytes.count, stderr)
+    }
+
+    static func log(_ L: OpaquePointer?, _ level: Level, _ name: String) -> Int32 {
+        Lua.call(L) { lua in
+            guard let message = lua.stringOrNumber(at: 1) else {
+                throw LuaUsageError("maqet.log.\(name): message must be a string or a number, got \(lua.typeName(at: 1))")
+            }
+            write(level, message, verbosity: Runtime.from(lua).verbosity)
+            return 0
+        }
+    }
+
+    private static let debug: LuaFunction = { L in log(L, .debug, "debug") }
+    private static let info: LuaFunction = { L in log(L, .info, "info") }
+    private static let warn: LuaFunction = { L in log(L, .warning, "warn") }
+    private static let error: LuaFunction = { L in log(L, .error, "error") }
+}

@@ -1,0 +1,249 @@
+---@meta maqet
+-- LuaCATS stubs for what the maqet host provides to scripts (`maqet run`) and migrations.
+-- Point lua-language-server at this folder ("workspace.library") to get completion and checks.
+-- Kept in step with the runtime by Tests/MaqetTests/StubsTests.swift: every function, method and
+-- field declared here must exist, and everything the runtime registers must be declared here.
+
+---@class maqet
+maqet = {}
+
+---The maqet version, e.g. "0.1.0".
+---@type string
+maqet.version = ""
+
+---The script's arguments (`maqet run script.lua a b` → `{"a", "b"}`); same as `arg[1..n]`.
+---Only set under `maqet run`.
+---@type string[]
+maqet.args = {}
+
+---The state database (instances.db), opened and migrated before the script starts.
+---Only set under `maqet run`.
+---@type maqet.Database
+maqet.db = nil
+
+---Opens (or creates) an SQLite database file.
+---@param path string
+---@return maqet.Database|nil db
+---@return string? message   on failure: "maqet.db_open PATH: reason"
+---@return string? code      on failure: "SQLITE_CANTOPEN", ...
+function maqet.db_open(path) end
+
+---Sleeps `ms` milliseconds. Raises when Ctrl-C or `--timeout` stops the script meanwhile.
+---@param ms number  milliseconds (>= 0; fractions allowed)
+function maqet.sleep(ms) end
+
+---Seconds since the Unix epoch, as a float with sub-millisecond resolution.
+---@return number
+function maqet.now() end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.db: database handles
+-- ---------------------------------------------------------------------------------------------
+
+---A database connection. Close it with `db:close()` or a `<close>` variable.
+---@class maqet.Database
+local Database = {}
+
+---Runs one statement with bound parameters, or several statements separated by ';' (without
+---parameters). Returns the number of rows changed.
+---@param sql string
+---@param ... string|number|boolean|nil  values for the `?` placeholders (booleans become 1/0)
+---@return integer|nil changed
+---@return string? message  on SQL failure: "SQLite error 1: no such table: x - while executing `…`"
+---@return string? code     on SQL failure: "SQLITE_ERROR", "SQLITE_CONSTRAINT", "SQLITE_BUSY", ...
+function Database:exec(sql, ...) end
+
+---Runs a query and returns every row as a table keyed by column name (NULL columns are absent).
+---@param sql string
+---@param ... string|number|boolean|nil
+---@return table[]|nil rows
+---@return string? message
+---@return string? code
+function Database:query(sql, ...) end
+
+---Iterates the rows of a query: `for row in db:rows(sql, ...) do … end`. The statement is
+---finalised when the loop ends, breaks or raises.
+---@param sql string
+---@param ... string|number|boolean|nil
+---@return fun(state: maqet.Rows): table? iterator
+---@return maqet.Rows state
+---@return nil
+---@return maqet.Rows closing
+function Database:rows(sql, ...) end
+
+---The first column of the first row, or nil when there is no row.
+---@param sql string
+---@param ... string|number|boolean|nil
+---@return any value
+---@return string? message
+---@return string? code
+function Database:scalar(sql, ...) end
+
+---Runs `fn(db)` in a transaction: BEGIN IMMEDIATE, or a SAVEPOINT when a transaction is already
+---open (nesting). Commits when `fn` returns (and returns its results); rolls back and re-raises
+---the error unchanged when it raises.
+---@param fn fun(db: maqet.Database): ...
+---@return any ...
+function Database:transaction(fn) end
+
+---Whether a table (or view) named `name` exists.
+---@param name string
+---@return boolean
+function Database:has_table(name) end
+
+---Whether `table` has a column named `column`.
+---@param table string
+---@param column string
+---@return boolean
+function Database:has_column(table, column) end
+
+---The column names of `table`, in order.
+---@param table string
+---@return string[]
+function Database:columns(table) end
+
+---The file the connection was opened on (also after close).
+---@return string
+function Database:path() end
+
+---Closes the connection; later calls raise "db:…: the maqet.database handle is closed".
+function Database:close() end
+
+---The running query of a `db:rows()` loop.
+---@class maqet.Rows
+local Rows = {}
+
+---Finalises the statement (done automatically when the loop ends or breaks).
+function Rows:close() end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.process
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.process
+maqet.process = {}
+
+---@class maqet.ProcessOptions
+---@field cwd? string                   working directory of the child
+---@field env? table<string, string|number>  the child's WHOLE environment (replaces maqet's; include PATH if the child needs it)
+---@field stdin? string                 bytes written to the child's stdin (run only; otherwise stdin is /dev/null)
+---@field timeout_ms? integer           run only: SIGKILL the child after this many ms
+---@field stdout? "inherit"|"null"|"pipe"  spawn only (default "inherit"); "pipe" = returned by proc:wait()
+---@field stderr? "inherit"|"null"|"pipe"  spawn only (default "inherit")
+
+---@class maqet.ProcessResult
+---@field code? integer         exit code (absent when killed by a signal)
+---@field signal? integer       the signal that killed the child (e.g. 9)
+---@field signal_name? string   its name without "SIG" (e.g. "KILL")
+---@field stdout? string        captured stdout (run; spawn with stdout/stderr = "pipe")
+---@field stderr? string        captured stderr
+---@field timed_out? boolean    run only: true when timeout_ms expired and the child was killed
+
+---Runs a program to completion without a shell, capturing stdout and stderr.
+---`argv[1]` is searched in PATH when it has no slash. A non-zero exit is a result, not an error.
+---@param argv string[]
+---@param opts? maqet.ProcessOptions
+---@return maqet.ProcessResult|nil result
+---@return string? message  "cannot run 'x': No such file or directory"
+---@return string? code     "ENOENT", "EACCES", ...
+function maqet.process.run(argv, opts) end
+
+---Starts a program without a shell and returns its handle. stdin is /dev/null; stdout and stderr
+---are maqet's unless opts.stdout/opts.stderr say "null" or "pipe". Closing the handle (or the end
+---of the script) kills a still-running child with SIGKILL and reaps it.
+---@param argv string[]
+---@param opts? maqet.ProcessOptions
+---@return maqet.Process|nil proc
+---@return string? message
+---@return string? code
+function maqet.process.spawn(argv, opts) end
+
+---A child process started by `maqet.process.spawn`.
+---@class maqet.Process
+local Process = {}
+
+---The child's process id.
+---@return integer
+function Process:pid() end
+
+---Waits for the child to exit (forever without `timeout_ms`).
+---@param timeout_ms? integer
+---@return maqet.ProcessResult|nil result
+---@return string? message  "timeout" when the child is still running after timeout_ms
+---@return string? code     "ETIMEDOUT"
+function Process:wait(timeout_ms) end
+
+---Sends a signal: "TERM" (default), "KILL", "INT", "HUP", "QUIT", "USR1", "USR2", "STOP", "CONT",
+---"ALRM", "WINCH" (a "SIG" prefix is accepted). Does nothing once the child has been reaped.
+---@param signal_name? string
+---@return boolean|nil ok
+---@return string? message
+---@return string? code
+function Process:kill(signal_name) end
+
+---Whether the child is still running (reaps it when it has exited).
+---@return boolean
+function Process:is_running() end
+
+---Kills a still-running child with SIGKILL, reaps it and closes its pipes. Idempotent.
+function Process:close() end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.json
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.json
+maqet.json = {}
+
+---The value JSON `null` decodes to (a light userdata); encode writes it as `null`.
+---@type lightuserdata
+maqet.json.null = nil
+
+---@class maqet.JSONEncodeOptions
+---@field indent? integer  pretty-print with this many spaces per level (0-16)
+
+---Encodes a value as JSON. Tables with keys exactly 1..n are arrays; other tables are objects with
+---sorted keys (number keys become strings); an empty table is `{}` unless marked with
+---`maqet.json.array`. Integers stay integers; floats are written so they read back identical.
+---Raises (naming maqet.json.encode) for functions, userdata, cycles, NaN/infinity, boolean keys,
+---invalid UTF-8.
+---@param value any
+---@param opts? maqet.JSONEncodeOptions
+---@return string
+function maqet.json.encode(value, opts) end
+
+---Decodes JSON text (RFC 8259). Arrays come back marked as arrays (so `[]` re-encodes as `[]`);
+---`null` becomes `maqet.json.null`.
+---@param text string
+---@return any|nil value
+---@return string? message  "maqet.json.decode: unexpected '}' at line 1 column 9"
+---@return string? code     "EJSON"
+function maqet.json.decode(text) end
+
+---Marks `t` (or a new empty table) as a JSON array and returns it.
+---@param t? table
+---@return table
+function maqet.json.array(t) end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.log
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.log
+maqet.log = {}
+
+---`maqet: debug: msg` on stderr, shown with -vv.
+---@param msg string|number
+function maqet.log.debug(msg) end
+
+---`maqet: info: msg` on stderr, shown with -v or -vv.
+---@param msg string|number
+function maqet.log.info(msg) end
+
+---`maqet: warning: msg` on stderr, shown unless -q.
+---@param msg string|number
+function maqet.log.warn(msg) end
+
+---`maqet: error: msg` on stderr, always shown.
+---@param msg string|number
+function maqet.log.error(msg) end
