@@ -72,6 +72,21 @@ public enum Backups {
         return deleted
     }
 
+    /// Links `source` to `base`, or `base-2`, `base-3`, ... when taken; never overwrites a file
+    /// (unlike rename). Returns the name used.
+    static func linkUnique(_ source: String, base: String, what: String) throws -> String {
+        var candidate = base
+        var n = 2
+        while link(source, candidate) != 0 {
+            guard errno == EEXIST, n < 1000 else {
+                throw MaqetError("cannot \(what) \(candidate): \(String(cString: strerror(errno)))")
+            }
+            candidate = "\(base)-\(n)"
+            n += 1
+        }
+        return candidate
+    }
+
     static func stamp(_ date: Date = Date()) -> String {
         var t = time_t(date.timeIntervalSince1970)
         var parts = tm()
@@ -156,16 +171,7 @@ public enum Backups {
             final = explicitPath
         } else {
             let base = (directory as NSString).appendingPathComponent("instances.db.\(kind == .automatic ? "backup" : "manual")-\(stamp())")
-            var candidate = base
-            var n = 2
-            while link(temporary, candidate) != 0 {
-                guard errno == EEXIST, n < 1000 else {
-                    throw MaqetError("cannot create backup \(candidate): \(String(cString: strerror(errno)))")
-                }
-                candidate = "\(base)-\(n)"
-                n += 1
-            }
-            final = candidate
+            final = try linkUnique(temporary, base: base, what: "create backup")
         }
         try fsyncPath(targetDirectory.isEmpty ? "." : targetDirectory)
         do {

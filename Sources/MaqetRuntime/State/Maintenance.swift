@@ -177,15 +177,7 @@ public enum StateMaintenance {
     static func moveAside(_ configuration: StateConfiguration) throws -> String {
         let path = configuration.databasePath
         let base = path + ".damaged-" + Backups.stamp()
-        var target = base
-        var n = 2
-        while link(path, target) != 0 {
-            guard errno == EEXIST, n < 1000 else {
-                throw MaqetError("cannot move the damaged \(path) aside: \(String(cString: strerror(errno)))")
-            }
-            target = "\(base)-\(n)"
-            n += 1
-        }
+        let target = try Backups.linkUnique(path, base: base, what: "move the damaged \(path) aside as")
         unlink(path)
         if FileManager.default.fileExists(atPath: path + "-wal") { rename(path + "-wal", target + "-wal") }
         unlink(path + "-shm")

@@ -27,10 +27,13 @@ final class Migrator {
     /// What the authorizer refused during the run, to explain SQLite's terse "not authorized".
     private var refusals: RefusalLog?
 
-    init(configuration: StateConfiguration, migrations: MigrationSet, verbosity: Int) {
+    /// `runtime`: the command's Lua state, when it has one (one lua_State per process); without
+    /// one, a state is built only if a migration is actually pending.
+    init(configuration: StateConfiguration, migrations: MigrationSet, verbosity: Int, runtime: Runtime? = nil) {
         self.configuration = configuration
         self.migrations = migrations
         self.verbosity = verbosity
+        self.runtime = runtime
     }
 
     /// How long a migrator waits for another process's write lock (or migration) to finish.

@@ -43,16 +43,16 @@ public final class StateStore {
     }
 
     /// Opens the state database, creating the data directory (0700) and migrating as needed.
-    /// `notice` receives the one-line stderr notice about a migration and its backup. The migrations
-    /// run in a Lua state of their own, never in `runtime` (kept for callers that have one).
+    /// `notice` receives the one-line stderr notice about a migration and its backup. Pending
+    /// migrations run in `runtime`'s Lua state (one state per process).
     public static func open(_ configuration: StateConfiguration, runtime: Runtime, notice: (String) -> Void) throws -> StateStore {
-        try open(configuration, verbosity: runtime.verbosity, notice: notice)
+        try open(configuration, verbosity: runtime.verbosity, runtime: runtime, notice: notice)
     }
 
     /// Opens the state database, creating the data directory (0700) and migrating as needed.
     /// Deciding "up to date" costs one query and a look at the migration file names; the Lua state
     /// and the scripts are only loaded when something is pending.
-    public static func open(_ configuration: StateConfiguration, verbosity: Int = 0, notice: (String) -> Void) throws -> StateStore {
+    public static func open(_ configuration: StateConfiguration, verbosity: Int = 0, runtime: Runtime? = nil, notice: (String) -> Void) throws -> StateStore {
         let migrations = try MigrationSet.load(configuration)
         let database = try openFile(configuration, create: true)!
         let latest = migrations.latestVersion
@@ -66,7 +66,7 @@ public final class StateStore {
             if version.version == latest && version.layout == .current {
                 return StateStore(configuration: configuration, database: database, migration: nil)
             }
-            let outcome = try Migrator(configuration: configuration, migrations: migrations, verbosity: verbosity).run(database)
+            let outcome = try Migrator(configuration: configuration, migrations: migrations, verbosity: verbosity, runtime: runtime).run(database)
             if let outcome, let backup = outcome.backupPath {
                 notice(noticeLine(outcome, backup: backup))
             } else if let outcome, verbosity >= 2 {
