@@ -31,6 +31,7 @@ public final class Runtime {
         ("process", ProcessModule.functions),
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
+        ("qmp", QMPModule.functions),
     ]
 
     private func installModules() {
@@ -38,6 +39,7 @@ public final class Runtime {
         DatabaseModule.registerTypes(lua)
         ProcessModule.registerTypes(lua)
         JSONModule.registerTypes(lua)
+        QMPModule.registerTypes(lua)
         lua.newTable()
         for module in Self.modules {
             if let name = module.name {
