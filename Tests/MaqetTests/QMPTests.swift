@@ -142,7 +142,7 @@ final class QMPTests: XCTestCase {
             print(elapsed >= 0.29, elapsed < 3)
             """, args: [peer.path])
         result.assertExit(0)
-        XCTAssertEqual(result.stdout, "nil\tQMP: timed out waiting for greeting\tETIMEDOUT\ntrue\ttrue\n")
+        XCTAssertEqual(result.stdout, "nil\tQMP: timed out waiting for the greeting\tETIMEDOUT\ntrue\ttrue\n")
     }
 
     func testTwoConnectionsOnTwoMonitors() {
@@ -159,6 +159,21 @@ final class QMPTests: XCTestCase {
             """)
         result.assertExit(0)
         XCTAssertEqual(result.stdout, "running\trunning\npaused\nSTOP\tSTOP\nrunning\tRESUME\n")
+    }
+
+    func testScriptTimeoutStopsAWaitForEvents() {
+        let start = monotonicMs()
+        let result = sandbox.runScript("""
+            local conn <close> = assert(maqet.qmp.connect(...))
+            conn:next_event() -- no event comes: waits until --timeout stops the script
+            print("not reached")
+            """, options: ["--timeout", "0.5"], args: [qemu.monitor1])
+        result.assertExit(124)
+        XCTAssertEqual(result.stdout, "")
+        XCTAssertLessThan(monotonicMs() - start, 5000)
+        // The monitor is still usable by others.
+        let after = lua("print(assert(assert(maqet.qmp.connect(M1)):execute('query-status')).status)")
+        XCTAssertEqual(after.stdout, "running\n")
     }
 
     func testMisuseRaisesNamingTheFunction() {
@@ -267,7 +282,10 @@ final class QMPTests: XCTestCase {
         XCTAssertEqual(off.stderr, "maqet: VM 'off' is not running\n")
         let stale = sandbox.maqet(["qmp", "stale", "query-status"])
         stale.assertExit(1)
-        assertContains(stale.stderr, "maqet: VM 'stale' is not running")
+        XCTAssertEqual(stale.stderr, "maqet: VM 'stale' is not running\n")
+        let verbose = sandbox.maqet(["qmp", "-v", "stale", "query-status"])
+        verbose.assertExit(1)
+        assertContains(verbose.stderr, "gone.sock does not exist")
     }
 
     func testQmpErrorExits1() {
