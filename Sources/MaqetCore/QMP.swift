@@ -203,11 +203,12 @@ public final class QMPClient {
         let deadline = timeoutMs.map { monotonicMs() + Int64(max($0, 0)) }
         while events.isEmpty {
             guard fd >= 0 else { throw QMPError.disconnected("close() was called") }
-            if peerClosed { throw QMPError.disconnected("QEMU hung up") }
+            // Messages already buffered come first, also those read together with the EOF.
             if let message = try takeMessage() {
                 try handleUnsolicited(message)
                 continue
             }
+            if peerClosed { throw QMPError.disconnected("QEMU hung up") }
             do {
                 guard try fill(deadline: deadline) else { return nil }
             } catch QMPError.disconnected {

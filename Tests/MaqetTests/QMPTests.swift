@@ -416,6 +416,33 @@ final class QMPClientTests: XCTestCase {
         client.close()
     }
 
+    func testEventsReadTogetherWithTheHangUpAreNotLost() throws {
+        let peer = FakeQMPPeer()
+        defer { peer.finish() }
+        peer.serve { fd in
+            FakeQMPPeer.write(fd, FakeQMPPeer.greeting)
+            guard let capabilities = FakeQMPPeer.readLine(fd) else { return }
+            FakeQMPPeer.write(fd, "{\"return\": {}, \"id\": \(FakeQMPPeer.id(of: capabilities))}\r\n")
+            usleep(100_000)
+            // Exactly 64 KiB (the client's read size), so the EOF is seen in the same read loop.
+            func line(_ name: String, _ pad: Int) -> String {
+                "{\"event\": \"\(name)\", \"data\": {\"pad\": \"\(String(repeating: "x", count: pad))\"}}\r\n"
+            }
+            let first = line("A", 100)
+            let second = line("B", 65536 - first.utf8.count - line("B", 0).utf8.count)
+            precondition(first.utf8.count + second.utf8.count == 65536)
+            FakeQMPPeer.write(fd, first + second)
+        } // hangs up right after the events
+        let client = try QMPClient(path: peer.path, timeoutMs: 2000)
+        usleep(400_000) // the events and the EOF are all waiting now
+        XCTAssertEqual(try client.nextEvent(timeoutMs: 1000)?.name, "A")
+        XCTAssertEqual(try client.nextEvent(timeoutMs: 1000)?.name, "B")
+        XCTAssertThrowsError(try client.nextEvent(timeoutMs: 1000)) { error in
+            XCTAssertEqual((error as? QMPError)?.codeName, "EPIPE", "\(error)")
+        }
+        XCTAssertTrue(client.isClosed)
+    }
+
     func testMalformedGreetingIsAProtocolError() {
         let peer = FakeQMPPeer()
         defer { peer.finish() }
