@@ -404,7 +404,7 @@ public final class QMPClient {
                 continue
             case EAGAIN:
                 // A Unix socket whose accept backlog is full: try again shortly.
-                if monotonicMs() >= deadline { throw QMPError.timeout("connect") }
+                if monotonicMs() >= deadline || shouldStop() { throw QMPError.timeout("connect") }
                 usleep(10_000)
             case EINPROGRESS:
                 guard try poll(fd, Int16(POLLOUT), deadline: deadline, shouldStop: shouldStop) else { throw QMPError.timeout("connect") }
