@@ -37,6 +37,16 @@ int mq_upvalue(int i) { return lua_upvalueindex(i + 1); }
 /* ---- protected calls ----------------------------------------------------- */
 
 static int mq_traceback(lua_State *L) {
+    /* A maqet.error object carries an exit status: pass it through unchanged. */
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, "maqet.error");
+        int is_maqet_error = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (is_maqet_error) {
+            lua_settop(L, 1);
+            return 1;
+        }
+    }
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {

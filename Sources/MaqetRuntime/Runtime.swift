@@ -11,11 +11,16 @@ public final class Runtime {
     /// 0 = warnings and errors, 1 = info (-v), 2 = debug (-vv); -1 = errors only (--quiet).
     public var verbosity: Int
 
-    public init(verbosity: Int = 0) {
+    /// Where workflows and `maqet.lib.*` libraries come from (edited copies before built-ins).
+    public let scripts: ScriptLocator
+
+    public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
         self.verbosity = verbosity
+        self.scripts = scripts
         state = LuaState()
         lua.context = Unmanaged.passUnretained(self).toOpaque()
         installModules()
+        LibrarySearcher.install(lua)
     }
 
     /// The runtime that owns the state `L` belongs to.
@@ -28,6 +33,7 @@ public final class Runtime {
     static let modules: [(name: String?, functions: [LuaRegistration])] = [
         (nil, DatabaseModule.functions),
         (nil, TimeModule.functions),
+        (nil, ErrorModule.functions),
         ("process", ProcessModule.functions),
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
@@ -39,6 +45,7 @@ public final class Runtime {
         DatabaseModule.registerTypes(lua)
         ProcessModule.registerTypes(lua)
         JSONModule.registerTypes(lua)
+        ErrorModule.registerTypes(lua)
         QMPModule.registerTypes(lua)
         lua.newTable()
         for module in Self.modules {

@@ -14,6 +14,11 @@ struct GlobalOptions: ParsableArguments {
         valueName: "dir"))
     var migrationsDir: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Use edited workflow scripts from this folder before $XDG_CONFIG_HOME/maqet/scripts and the built-in ones (default: $MAQET_SCRIPTS_DIR).",
+        valueName: "dir"))
+    var scriptsDir: String?
+
     @Flag(name: .shortAndLong, help: "More log output on stderr (-v info, -vv debug).")
     var verbose: Int
 
@@ -23,7 +28,7 @@ struct GlobalOptions: ParsableArguments {
     var verbosity: Int { quiet ? -1 : verbose }
 
     /// Names of the global options that take a value, for moving them behind the subcommand.
-    static let valueOptions: Set<String> = ["--maqet-data-dir", "--migrations-dir"]
+    static let valueOptions: Set<String> = ["--maqet-data-dir", "--migrations-dir", "--scripts-dir"]
     static let flagOptions: Set<String> = ["-v", "-vv", "-vvv", "--verbose", "-q", "--quiet"]
 }
 

@@ -28,6 +28,14 @@ maqet.db = nil
 ---@return string? code      on failure: "SQLITE_CANTOPEN", ...
 function maqet.db_open(path) end
 
+---Raises an error that maqet reports as one line (`maqet: MESSAGE`, no traceback) with the exit
+---status named by `status`. Workflows use it for expected failures ("no VM named x" → exit 5).
+---`pcall` catches it like any error: the caught value is a table `{message=, status=}` whose
+---tostring is the message.
+---@param message string
+---@param status? "failure"|"refused"|"not_found"|"usage"|"timeout"|"interrupted"  default "failure"
+function maqet.error(message, status) end
+
 ---Sleeps `ms` milliseconds. Raises when Ctrl-C or `--timeout` stops the script meanwhile.
 ---@param ms number  milliseconds (>= 0; fractions allowed)
 function maqet.sleep(ms) end

@@ -131,6 +131,12 @@ extension GlobalOptions {
         StateConfiguration(dataDirOption: maqetDataDir, migrationsDirOption: migrationsDir)
     }
 
+    /// Where workflow scripts come from, from the options and the environment.
+    var scriptLocator: ScriptLocator { ScriptLocator(scriptsDirOption: scriptsDir) }
+
+    /// A Lua runtime for this command, with the user's script overrides.
+    func makeRuntime() -> Runtime { Runtime(verbosity: verbosity, scripts: scriptLocator) }
+
     /// Writes the one-line migration notice to stderr (suppressed by --quiet).
     func notice(_ line: String) {
         guard verbosity >= 0 else { return }

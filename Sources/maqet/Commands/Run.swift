@@ -47,7 +47,7 @@ extension Maqet {
         /// Runs the script; returns the exit status. The runtime (and with it every handle the
         /// script left open) is gone when this returns.
         private func execute() throws -> Int32 {
-            let runtime = Runtime(verbosity: global.verbosity)
+            let runtime = global.makeRuntime()
             let configuration = StateConfiguration(dataDirOption: global.maqetDataDir, migrationsDirOption: global.migrationsDir)
             let store: StateStore
             do {
@@ -62,11 +62,12 @@ extension Maqet {
             ScriptEnvironment.install(runtime, script: script, arguments: scriptArguments)
             // The state must live until the script is done: Swift may otherwise release `runtime`
             // (and close the lua_State) right after its last visible use.
-            return withExtendedLifetime(runtime) { runScript(runtime.lua) }
+            return withExtendedLifetime(runtime) { runScript(runtime) }
         }
 
         /// Loads and calls the script in `lua`; returns the exit status.
-        private func runScript(_ lua: Lua) -> Int32 {
+        private func runScript(_ runtime: Runtime) -> Int32 {
+            let lua = runtime.lua
             if script == "-" {
                 // The script is read from stdin; its chunk name is "=stdin" ("stdin:3: ...").
                 if mq_loadfile(lua.L, nil) != LUA_OK {
@@ -89,8 +90,12 @@ extension Maqet {
             mq_install_stop_hook(lua.L, timeout ?? 0)
 
             do {
-                try lua.protectedCall(nargs: Int32(scriptArguments.count), nresults: 0)
+                try runtime.call(nargs: Int32(scriptArguments.count), nresults: 0)
                 return ExitStatus.ok.rawValue
+            } catch let error as MaqetError where mq_stop_reason() == Int32(MQ_STOP_NONE) {
+                // maqet.error(message, status): one line, the status's exit code.
+                fputs("maqet: \(error.message)\n", stderr)
+                return error.status.rawValue
             } catch {
                 switch mq_stop_reason() {
                 case Int32(MQ_STOP_TIMEOUT):
