@@ -71,11 +71,12 @@ public final class VMRunner {
 
     // MARK: Start
 
-    /// SIGTERM/SIGINT/SIGHUP arrive on a signalfd, so the event loop sees them like any other fd.
+    /// SIGTERM/SIGINT/SIGHUP (stop gracefully) and SIGUSR1 (kill QEMU now) arrive on a signalfd,
+    /// so the event loop sees them like any other descriptor.
     private func blockSignals() throws {
         var mask = sigset_t()
         sigemptyset(&mask)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, s) }
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] { sigaddset(&mask, s) }
         pthread_sigmask(SIG_BLOCK, &mask, nil)
         signalFD = Syscalls.signalfd(&mask)
         if signalFD < 0 { throw SystemError(errno: errno, "signalfd") }
@@ -208,7 +209,12 @@ public final class VMRunner {
             if fds[0].revents != 0 { return reapQEMU() }
             if fds.count > 2 && fds[2].revents != 0 { readEvents() }
             if fds[1].revents != 0, let signal = takeSignal() {
-                if stopSignal == nil {
+                if signal == SIGUSR1 {
+                    // A forced stop: no quit, no grace period; still a stop that was asked for.
+                    if stopSignal == nil { stopSignal = signal }
+                    log("SIGUSR1: killing QEMU")
+                    _ = Glibc.kill(qemuPID, SIGKILL)
+                } else if stopSignal == nil {
                     stopSignal = signal
                     log("SIG\(signalName(signal)): stopping QEMU (quit)")
                     requestQuit()

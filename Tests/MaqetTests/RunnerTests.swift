@@ -279,6 +279,30 @@ final class RunnerTests: XCTestCase {
         assertContains(history, "after the runner got SIGTERM")
     }
 
+    func testSIGUSR1ToTheRunnerKillsQEMUAndRecordsStopped() {
+        let vm = launch("usr1000000000001")
+        XCTAssertTrue(vm.ok, vm.error)
+        kill(vm.runnerPID, SIGUSR1)
+        XCTAssertTrue(eventually { row("usr1000000000001") == "stopped|||" }, row("usr1000000000001"))
+        XCTAssertTrue(eventually { isGone(vm.pid) && isGone(vm.runnerPID) })
+        let history = (try? String(contentsOfFile: sandbox.dataDir + "/logs/vm-usr1000000000001.log", encoding: .utf8)) ?? ""
+        assertContains(history, "stopped: QEMU was killed by signal 9 (SIGKILL) after the runner got SIGUSR1")
+    }
+
+    func testAnIdleRunnerDoesNotWakeUp() throws {
+        let vm = launch("idle000000000001")
+        XCTAssertTrue(vm.ok, vm.error)
+        func switches() -> String {
+            let status = (try? String(contentsOfFile: "/proc/\(vm.runnerPID)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").filter { $0.hasPrefix("voluntary_ctxt_switches") }.joined()
+        }
+        XCTAssertEqual(try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: "/proc/\(vm.runnerPID)/task")).count, 1, "one thread")
+        let before = switches()
+        usleep(300_000)
+        XCTAssertEqual(switches(), before, "the runner woke up while nothing happened")
+        stopViaRunner(vm)
+    }
+
     func testSIGKILLOfTheRunnerLeavesQEMURunning() {
         let vm = launch("orphan0000000001")
         XCTAssertTrue(vm.ok, vm.error)
