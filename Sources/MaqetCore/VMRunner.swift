@@ -127,6 +127,7 @@ public final class VMRunner {
         let interrupted = { [pidFD, signalFD] in
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
         }
+        var socketSeen = false
         while true {
             if LinuxProcess.readable(pidFD, timeoutMs: 0) {
                 let exit = reapQEMU()
@@ -138,10 +139,14 @@ public final class VMRunner {
             }
             let left = deadline - monotonicMs()
             if left <= 0 {
+                if !socketSeen {
+                    throw RunnerLaunchError("QEMU did not create its QMP socket \(spec.runnerQMP) within \(spec.timeoutMs) ms (is a -chardev socket with that path in its arguments?)", code: "ETIMEDOUT")
+                }
                 throw RunnerLaunchError("QEMU did not answer on its QMP monitor within \(spec.timeoutMs) ms", code: "ETIMEDOUT")
             }
             var info = stat()
             if lstat(spec.runnerQMP, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK {
+                socketSeen = true
                 do {
                     let client = try QMPClient(path: spec.runnerQMP, timeoutMs: Int(left), shouldStop: interrupted)
                     _ = try client.execute("query-status", timeoutMs: Int(max(deadline - monotonicMs(), 1)))

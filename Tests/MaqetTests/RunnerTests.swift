@@ -206,6 +206,7 @@ final class RunnerTests: XCTestCase {
         let silent = launch("silent0000000001", options: #"{"argv": ["\#(silentBinary)", "60"], "timeout_ms": 300}"#)
         XCTAssertFalse(silent.ok)
         XCTAssertEqual(silent.code, "ETIMEDOUT")
+        assertContains(silent.error, "did not create its QMP socket")
         assertContains(silent.error, "within 300 ms")
         XCTAssertEqual(row("silent0000000001"), "created|||")
         XCTAssertTrue(eventually { processes(mentioning: silentBinary).isEmpty })
