@@ -14,6 +14,10 @@ public final class Runtime {
     /// Where workflows and `maqet.lib.*` libraries come from (edited copies before built-ins).
     public let scripts: ScriptLocator
 
+    /// Where the state database lives, once the command has opened it (`StateStore.open` sets it);
+    /// `maqet.backup_state()` needs it.
+    public var stateConfiguration: StateConfiguration?
+
     public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
         self.verbosity = verbosity
         self.scripts = scripts
@@ -37,6 +41,10 @@ public final class Runtime {
         ("process", ProcessModule.functions),
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
+        // VM definitions (config branch): maqet.yaml, maqet.fs, maqet.backup_state.
+        ("yaml", YAMLModule.functions),
+        ("fs", FileSystemModule.functions),
+        (nil, StateModule.functions),
     ]
 
     private func installModules() {
