@@ -41,6 +41,7 @@ public final class Runtime {
         ("process", ProcessModule.functions),
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
+        ("qmp", QMPModule.functions),
         // VM definitions (config branch): maqet.yaml, maqet.fs, maqet.backup_state.
         ("yaml", YAMLModule.functions),
         ("fs", FileSystemModule.functions),
@@ -53,6 +54,7 @@ public final class Runtime {
         ProcessModule.registerTypes(lua)
         JSONModule.registerTypes(lua)
         ErrorModule.registerTypes(lua)
+        QMPModule.registerTypes(lua)
         lua.newTable()
         for module in Self.modules {
             if let name = module.name {
