@@ -9,6 +9,7 @@ struct Maqet: ParsableCommand {
         discussion: ExitStatus.helpText,
         version: MaqetVersion.string,
         subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self,
+                      Add.self, Apply.self,
                       Runner.self] // hidden: maqet __runner (runner-core)
     )
 }
