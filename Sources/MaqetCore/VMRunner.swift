@@ -63,7 +63,8 @@ public final class VMRunner {
             return 1
         }
         report(RunnerReport(ok: true, pid: qemuPID, runnerPID: pid))
-        appendHistory("started: QEMU pid \(qemuPID), runner pid \(pid)")
+        let startTime = (try? LinuxProcess.snapshot(qemuPID).startTime).map { " (start time \($0))" } ?? ""
+        appendHistory("started: QEMU pid \(qemuPID)\(startTime), runner pid \(pid)")
         let exit = eventLoop()
         finish(exit)
         return 0
@@ -366,10 +367,18 @@ public final class VMRunner {
         VMHistory.append(dataDir: spec.dataDir, vmName: spec.vmName, vmID: spec.vmID, message)
     }
 
+    /// "2026-11-25T09:12:03.456Z" (UTC). `gmtime_r` + `strftime`: no ICU to load in the runner.
     static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date())
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
+        let millis = Int(now.tv_nsec / 1_000_000)
+        let fraction = String(millis)
+        return String(cString: Array(buffer[0..<n]) + [0]) + "." + String(repeating: "0", count: 3 - fraction.count) + fraction + "Z"
     }
 }
 

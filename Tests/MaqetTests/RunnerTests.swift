@@ -282,7 +282,7 @@ final class RunnerTests: XCTestCase {
         XCTAssertTrue(eventually { isGone(vm.pid) && isGone(vm.runnerPID) })
         XCTAssertTrue(eventually { !FileManager.default.fileExists(atPath: vm.dir) }, "the runtime directory and its sockets are removed")
         let history = (try? String(contentsOfFile: sandbox.dataDir + "/logs/vm-quit000000000001.log", encoding: .utf8)) ?? ""
-        assertContains(history, "started: QEMU pid \(vm.pid)")
+        assertContains(history, "started: QEMU pid \(vm.pid) (start time ")
         assertContains(history, "stopped: QEMU exited with code 0 after SHUTDOWN (reason host-qmp-quit")
     }
 
