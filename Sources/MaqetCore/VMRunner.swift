@@ -128,6 +128,12 @@ public final class VMRunner {
         let interrupted = { [pidFD, signalFD] in
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
         }
+        // inotify on the socket's folder wakes the wait when QEMU creates the socket; without it
+        // (or while the socket exists but does not answer yet) the wait re-checks every 5 ms.
+        let watchFD = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+        defer { if watchFD >= 0 { _ = Glibc.close(watchFD) } }
+        let watching = watchFD >= 0
+            && inotify_add_watch(watchFD, (spec.runnerQMP as NSString).deletingLastPathComponent, UInt32(IN_CREATE | IN_MOVED_TO)) >= 0
         var socketSeen = false
         while true {
             if LinuxProcess.readable(pidFD, timeoutMs: 0) {
@@ -160,7 +166,13 @@ public final class VMRunner {
                 }
             }
             var fds = [pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
-            _ = poll(&fds, 2, Int32(min(left, 5)))
+            if watching { fds.append(pollfd(fd: watchFD, events: Int16(POLLIN), revents: 0)) }
+            let wait = watching && !socketSeen ? left : min(left, 5)
+            _ = poll(&fds, nfds_t(fds.count), Int32(clamping: wait))
+            if watching && fds[2].revents != 0 {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while (buffer.withUnsafeMutableBytes { Glibc.read(watchFD, $0.baseAddress, $0.count) }) > 0 {}
+            }
         }
     }
 
