@@ -297,6 +297,17 @@ final class RunnerTests: XCTestCase {
         assertContains(history, "crashed: QEMU was killed by signal 9 (SIGKILL)")
     }
 
+    func testSIGTERMToQEMUIsACleanStop() {
+        // QEMU answers SIGTERM with a SHUTDOWN event (reason host-signal) and exit code 0.
+        let vm = launch("qterm00000000001")
+        XCTAssertTrue(vm.ok, vm.error)
+        kill(vm.pid, SIGTERM)
+        XCTAssertTrue(eventually { row("qterm00000000001") == "stopped|||" }, row("qterm00000000001"))
+        XCTAssertTrue(eventually { isGone(vm.runnerPID) })
+        let history = (try? String(contentsOfFile: sandbox.dataDir + "/logs/vm-qterm00000000001.log", encoding: .utf8)) ?? ""
+        assertContains(history, "stopped: QEMU exited with code 0 after SHUTDOWN (reason host-signal, by the host)")
+    }
+
     func testSIGTERMToTheRunnerStopsQEMU() {
         let vm = launch("term000000000001")
         XCTAssertTrue(vm.ok, vm.error)
