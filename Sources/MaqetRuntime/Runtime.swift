@@ -37,6 +37,7 @@ public final class Runtime {
         ("process", ProcessModule.functions),
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
+        ("qmp", QMPModule.functions),
     ]
 
     private func installModules() {
@@ -45,6 +46,7 @@ public final class Runtime {
         ProcessModule.registerTypes(lua)
         JSONModule.registerTypes(lua)
         ErrorModule.registerTypes(lua)
+        QMPModule.registerTypes(lua)
         lua.newTable()
         for module in Self.modules {
             if let name = module.name {

@@ -8,7 +8,7 @@ struct Maqet: ParsableCommand {
         abstract: "Manage QEMU virtual machines, with workflows and automation in Lua.",
         discussion: ExitStatus.helpText,
         version: MaqetVersion.string,
-        subcommands: [Ls.self, Db.self, Run.self, Scripts.self]
+        subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self]
     )
 }
 

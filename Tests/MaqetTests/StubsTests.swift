@@ -85,10 +85,10 @@ final class StubsTests: XCTestCase {
     }
 
     /// Every registered name has a `### name` heading in docs/lua-api.md, and every heading names
-    /// something registered. Methods are written with the usual variable: db:, rows:, proc:.
+    /// something registered. Methods are written with the usual variable: db:, rows:, proc:, conn:.
     func testAPIReferenceHeadingsMatchTheRuntime() throws {
         let registered = try registeredSurface()
-        let variable = ["maqet.database": "db", "maqet.rows": "rows", "maqet.process": "proc"]
+        let variable = ["maqet.database": "db", "maqet.rows": "rows", "maqet.process": "proc", "maqet.qmp": "conn"]
         var expected: Set<String> = []
         for entry in registered {
             let parts = entry.split(separator: " ", maxSplits: 1).map(String.init)

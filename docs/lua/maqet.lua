@@ -255,3 +255,59 @@ function maqet.log.warn(msg) end
 ---`maqet: error: msg` on stderr, always shown.
 ---@param msg string|number
 function maqet.log.error(msg) end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.qmp
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.qmp
+maqet.qmp = {}
+
+---@class maqet.QMPConnectOptions
+---@field timeout_ms? integer  how long connecting, the greeting and qmp_capabilities may take together (default 5000)
+
+---@class maqet.QMPExecuteOptions
+---@field timeout_ms? integer  how long to wait for the reply (default: the connect timeout_ms)
+
+---@class maqet.QMPEvent
+---@field event string       the event name, e.g. "STOP", "SHUTDOWN"
+---@field data table         the event's data ({} when it has none)
+---@field timestamp number   QEMU's timestamp in seconds since the Unix epoch (with microseconds)
+
+---Connects to a QMP monitor socket, reads the greeting and negotiates capabilities.
+---@param path string  the Unix socket (at most 107 bytes)
+---@param opts? maqet.QMPConnectOptions
+---@return maqet.QMP|nil conn
+---@return string? message  "connect /x.sock: No such file or directory"
+---@return string? code     "ENOENT", "ECONNREFUSED", "ENAMETOOLONG", "ETIMEDOUT", "EPROTO", ...
+function maqet.qmp.connect(path, opts) end
+
+---A QMP connection. Close it with `conn:close()` or a `<close>` variable; QEMU keeps running.
+---@class maqet.QMP
+local QMP = {}
+
+---Runs a QMP command and returns its "return" value as Lua values (objects and arrays are tables,
+---null is maqet.json.null). Events that arrive meanwhile are kept for `conn:next_event()`.
+---`quit` returns {} also when QEMU closes the socket before answering.
+---@param command string  the QMP command name, e.g. "query-status"
+---@param args? table     the command's arguments (a table of named values)
+---@param opts? maqet.QMPExecuteOptions
+---@return any|nil result
+---@return string? message  QMP error: its "desc"; transport failure: what went wrong
+---@return string? code     QMP error: its class ("GenericError", "CommandNotFound", ...); else "ETIMEDOUT", "EPIPE", "EPROTO"
+function QMP:execute(command, args, opts) end
+
+---The next event, oldest first: one already received, or the next to arrive.
+---Without `timeout_ms` it waits forever.
+---@param timeout_ms? integer
+---@return maqet.QMPEvent|nil event
+---@return string? message  when no event arrived in time, or QEMU closed the connection
+---@return string? code     "ETIMEDOUT", "EPIPE"
+function QMP:next_event(timeout_ms) end
+
+---The "QMP" member of QEMU's greeting: `{version = {qemu = {major=, minor=, micro=}, package=}, capabilities = {...}}`.
+---@return table
+function QMP:greeting() end
+
+---Closes the connection (QEMU keeps running). Idempotent.
+function QMP:close() end

@@ -34,13 +34,16 @@ enum JSONModule {
 
     // MARK: Lua -> JSON
 
+    /// Converts Lua values to `JSONValue` (also used by `maqet.qmp` for command arguments).
     struct Encoder {
         let lua: Lua
+        /// Named in the errors it raises.
+        var function = "maqet.json.encode"
         /// `lua_topointer` of the tables on the current path (cycle detection).
         var path: Set<UnsafeRawPointer> = []
 
         mutating func value(at index: Int32, depth: Int) throws -> JSONValue {
-            let f = "maqet.json.encode"
+            let f = function
             let L = lua.L
             switch lua.type(at: index) {
             case LUA_TNIL: return .null
@@ -123,7 +126,7 @@ enum JSONModule {
             var length = 0
             let p = mq_tostring(lua.L, index, &length)!
             guard let s = String(validating: UnsafeRawBufferPointer(start: p, count: length), as: UTF8.self) else {
-                throw LuaUsageError("maqet.json.encode: strings must be valid UTF-8")
+                throw LuaUsageError("\(function): strings must be valid UTF-8")
             }
             return s
         }
@@ -138,6 +141,7 @@ enum JSONModule {
 
     // MARK: JSON -> Lua
 
+    /// Pushes `value` as Lua values (also used by `maqet.qmp` for replies and events).
     static func push(_ lua: Lua, _ value: JSONValue) throws {
         guard lua_checkstack(lua.L, 4) != 0 else { throw LuaUsageError("maqet.json.decode: nesting too deep") }
         switch value {
