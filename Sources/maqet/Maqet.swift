@@ -9,6 +9,8 @@ struct Maqet: ParsableCommand {
         discussion: ExitStatus.helpText,
         version: MaqetVersion.string,
         subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self]
+            // lifecycle
+            + [Start.self, Stop.self, Status.self, Rm.self, ShowCmd.self]
     )
 }
 
