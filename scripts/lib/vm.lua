@@ -7,11 +7,12 @@
 --
 -- Truthful state (vm.reconcile): a row that says running/starting is checked against the real
 -- process: its QEMU pid must be alive (not a zombie) and its /proc/PID/cmdline must contain the
--- VM's QMP socket path, so a reused PID is never taken for the VM. When QEMU is gone and its
--- runner is gone too (or does not record the exit within a second), the row is recorded
---   stopped  when the last line of <datadir>/logs/<name>.log reports a clean stop, else
---   crashed  (the reason is appended to that log),
--- pid/runner_pid/qmp_socket_path are cleared and the VM's runtime directory is removed.
+-- VM's QMP socket path, so a reused PID is never taken for the VM. When QEMU is gone, its runner
+-- records the exit (stopped for a clean exit, crashed otherwise). When the runner is gone too (or
+-- does not record the exit within a second), nobody saw how QEMU ended: the row is recorded
+-- crashed, the reason is appended to <datadir>/logs/<name>.log, pid/runner_pid/qmp_socket_path
+-- are cleared and the VM's runtime directory is removed (after copying QEMU's last output to
+-- that log).
 -- A live QEMU whose runner died stays running (get() says runner_missing = true).
 -- No write transaction is ever held while waiting on QEMU.
 
@@ -185,9 +186,11 @@ function vm.reconcile(row)
         end
     end
     -- Nobody recorded the exit: we do.
-    local last = vm.last_log_line(row.name) or ""
+    -- The runner records a clean exit (poweroff, quit) in the row itself; a row that still says
+    -- running after QEMU and its runner are gone had nobody watching the exit: crashed, with the
+    -- reason in the VM's log. (A guest that powered off while its runner was already dead is
+    -- recorded crashed too: nobody saw how it ended.)
     local status = "crashed"
-    if last:lower():find("stopped") and not last:lower():find("crash") then status = "stopped" end
     local reason
     if row.pid then
         reason = ("QEMU (pid %d) is gone and its runner%s too; no exit was recorded"):format(
