@@ -14,6 +14,10 @@ public final class Runtime {
     /// Where workflows and `maqet.lib.*` libraries come from (edited copies before built-ins).
     public let scripts: ScriptLocator
 
+    /// The state this command opened (set by `StateStore.open(_:runtime:notice:)`); the runner
+    /// launched by `maqet.runner.launch` uses the same data directory.
+    public var stateConfiguration: StateConfiguration?
+
     public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
         self.verbosity = verbosity
         self.scripts = scripts
@@ -40,6 +44,10 @@ public final class Runtime {
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
         ("qmp", QMPModule.functions),
+        // ---- the per-VM runner (runner-core) ----
+        (nil, RuntimeDirModule.functions),
+        ("runner", RunnerModule.functions),
+        // ---- end runner-core ----
     ]
 
     private func installModules() {

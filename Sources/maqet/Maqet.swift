@@ -8,7 +8,8 @@ struct Maqet: ParsableCommand {
         abstract: "Manage QEMU virtual machines, with workflows and automation in Lua.",
         discussion: ExitStatus.helpText,
         version: MaqetVersion.string,
-        subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self]
+        subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self,
+                      Runner.self] // hidden: maqet __runner (runner-core)
             // lifecycle
             + [Start.self, Stop.self, Status.self, Rm.self, ShowCmd.self]
     )

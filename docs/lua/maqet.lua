@@ -197,6 +197,75 @@ function Process:is_running() end
 function Process:close() end
 
 -- ---------------------------------------------------------------------------------------------
+-- maqet.process: any process by pid (not only children), maqet.runtime_dir, maqet.runner
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.ProcessInfo
+---@field pid integer
+---@field state string        one letter from /proc/PID/stat: "R", "S", "D", "Z" (zombie: it has exited), "T", ...
+---@field ppid integer        parent pid
+---@field pgid integer        process group
+---@field sid integer         session id
+---@field start_time integer  field 22 of /proc/PID/stat: start time in clock ticks since boot (pid + start_time name one process)
+---@field cmdline string[]    the argument vector (empty for a zombie)
+
+---What /proc says about any process.
+---@param pid integer
+---@return maqet.ProcessInfo|nil info
+---@return string? message  "no process 1234"
+---@return string? code     "ESRCH"
+function maqet.process.info(pid) end
+
+---Waits until any process (not only a child) has exited: true when it has (a zombie has; a pid
+---that does not exist has), false after `timeout_ms`. Uses a pidfd: no polling.
+---@param pid integer
+---@param timeout_ms number
+---@return boolean exited
+function maqet.process.wait_pid(pid, timeout_ms) end
+
+---Sends a signal to any process: "TERM", "KILL", "INT", "HUP", ... (a "SIG" prefix is accepted).
+---@param pid integer  > 0 (process groups are refused)
+---@param name string
+---@return boolean|nil ok
+---@return string? message
+---@return string? code     "ESRCH" (no such process), "EPERM" (not yours)
+function maqet.process.signal(pid, name) end
+
+---The runtime directory ($XDG_RUNTIME_DIR/maqet, else /tmp/maqet-<uid>), created 0700; with
+---`vm_id`, that VM's subdirectory `<runtime dir>/<first 12 characters of vm_id>`, created 0700.
+---@param vm_id? string
+---@return string|nil path
+---@return string? message  e.g. the directory belongs to another user
+---@return string? code     "EPERM", "ENOTDIR", "ENAMETOOLONG", ...
+function maqet.runtime_dir(vm_id) end
+
+---@class maqet.runner
+maqet.runner = {}
+
+---@class maqet.RunnerSpec
+---@field vm_name string
+---@field vm_id string         the vm_instances.id the runner updates
+---@field argv string[]        QEMU's whole argv, binary first, with both monitors in it
+---@field dir string           the VM's runtime directory (maqet.runtime_dir(vm_id))
+---@field runner_qmp string    the socket of the runner's own monitor
+---@field client_qmp string    the socket of the monitor for the CLI/scripts (recorded as qmp_socket_path)
+---@field timeout_ms? integer  how long QEMU may take until QMP answers (default 30000)
+---@field no_wait? boolean     return right after starting the runner (status "starting")
+
+---@class maqet.RunnerLaunch
+---@field pid? integer        QEMU's pid (absent with no_wait)
+---@field runner_pid integer
+---@field status "running"|"starting"
+
+---Starts the VM's detached runner (its own session), which starts QEMU, records the row as
+---running once QMP answers `query-status`, and records stopped/crashed when QEMU ends.
+---@param spec maqet.RunnerSpec
+---@return maqet.RunnerLaunch|nil result
+---@return string? message  "QEMU exited during start: <QEMU's stderr>", ...
+---@return string? code     "EQEMU", "ETIMEDOUT", "ENOENT", "ERUNNER", "ENAMETOOLONG", ...
+function maqet.runner.launch(spec) end
+
+-- ---------------------------------------------------------------------------------------------
 -- maqet.json
 -- ---------------------------------------------------------------------------------------------
 

@@ -25,6 +25,11 @@ enum ProcessModule {
     static let functions: [LuaRegistration] = [
         ("run", run),
         ("spawn", spawn),
+        // ---- any process by pid (not only children): the runner and lifecycle workflows ----
+        ("info", ProcessByPID.info),
+        ("wait_pid", ProcessByPID.waitPID),
+        ("signal", ProcessByPID.signal),
+        // ---- end of the pid functions ----
     ]
 
     /// Methods of a process handle (plus `close`).

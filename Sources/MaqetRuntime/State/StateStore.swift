@@ -46,7 +46,9 @@ public final class StateStore {
     /// `notice` receives the one-line stderr notice about a migration and its backup. Pending
     /// migrations run in `runtime`'s Lua state (one state per process).
     public static func open(_ configuration: StateConfiguration, runtime: Runtime, notice: (String) -> Void) throws -> StateStore {
-        try open(configuration, verbosity: runtime.verbosity, runtime: runtime, notice: notice)
+        let store = try open(configuration, verbosity: runtime.verbosity, runtime: runtime, notice: notice)
+        runtime.stateConfiguration = configuration
+        return store
     }
 
     /// Opens the state database, creating the data directory (0700) and migrating as needed.

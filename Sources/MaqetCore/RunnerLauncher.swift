@@ -1,0 +1,295 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the runner of one VM needs to know, written as JSON (0600) to `<dir>/runner.json`.
+public struct RunnerSpec: Codable, Equatable, Sendable {
+    public var vmName: String
+    public var vmID: String
+    /// QEMU's whole argv, binary first (searched in PATH when it has no slash).
+    public var argv: [String]
+    /// The VM's runtime directory (0700): sockets, qemu.log, runner.log, runner.json.
+    public var dir: String
+    /// The runner's own QMP monitor.
+    public var runnerQMP: String
+    /// The monitor for the CLI, scripts and other tools (recorded as `qmp_socket_path`).
+    public var clientQMP: String
+    /// How long QEMU may take until its QMP monitor answers.
+    public var timeoutMs: Int
+    /// The data directory holding instances.db (and `logs/<vm name>.log`).
+    public var dataDir: String
+
+    public init(vmName: String, vmID: String, argv: [String], dir: String, runnerQMP: String, clientQMP: String, timeoutMs: Int, dataDir: String) {
+        self.vmName = vmName
+        self.vmID = vmID
+        self.argv = argv
+        self.dir = dir
+        self.runnerQMP = runnerQMP
+        self.clientQMP = clientQMP
+        self.timeoutMs = timeoutMs
+        self.dataDir = dataDir
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vmName = "vm_name", vmID = "vm_id", argv, dir, runnerQMP = "runner_qmp", clientQMP = "client_qmp"
+        case timeoutMs = "timeout_ms", dataDir = "data_dir"
+    }
+
+    public var specPath: String { (dir as NSString).appendingPathComponent("runner.json") }
+    public var runnerLogPath: String { (dir as NSString).appendingPathComponent("runner.log") }
+    public var qemuLogPath: String { (dir as NSString).appendingPathComponent("qemu.log") }
+
+    public static func load(_ path: String) throws -> RunnerSpec {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return try JSONDecoder().decode(RunnerSpec.self, from: data)
+    }
+}
+
+/// The one line the runner writes on its ready pipe.
+public struct RunnerReport: Codable, Sendable {
+    public var ok: Bool
+    public var pid: Int32?
+    public var runnerPID: Int32?
+    public var error: String?
+    /// Why it failed: "EQEMU" (QEMU exited), "ETIMEDOUT", "ENOENT" (no such binary / no row), …
+    public var code: String?
+
+    public init(ok: Bool, pid: Int32? = nil, runnerPID: Int32? = nil, error: String? = nil, code: String? = nil) {
+        self.ok = ok
+        self.pid = pid
+        self.runnerPID = runnerPID
+        self.error = error
+        self.code = code
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case ok, pid, runnerPID = "runner_pid", error, code
+    }
+}
+
+/// What `launch` achieved.
+public struct RunnerLaunch: Sendable {
+    /// QEMU's pid (nil with `noWait`: not known yet).
+    public var pid: pid_t?
+    public var runnerPID: pid_t
+    /// "running", or "starting" with `noWait`.
+    public var status: String
+}
+
+/// Why `launch` failed. `code` is what scripts see as the third result.
+public struct RunnerLaunchError: Error, CustomStringConvertible {
+    public var message: String
+    public var code: String
+    public var description: String { message }
+    public init(_ message: String, code: String) {
+        self.message = message
+        self.code = code
+    }
+}
+
+/// Starts a detached per-VM runner (`maqet __runner --spec FILE`) and waits for its ready line.
+public enum RunnerLauncher {
+    /// The fd number the ready pipe has in the runner.
+    public static let readyFD: Int32 = 3
+    /// Extra time the launcher grants past `timeoutMs` (the runner enforces the timeout itself and
+    /// reports it; this only catches a runner that hangs).
+    static let graceMs: Int64 = 5000
+
+    /// Runners this process started and has not reaped yet.
+    nonisolated(unsafe) private static var launched: Set<pid_t> = []
+
+    /// Reaps runners started by this process that have exited, so none stays a zombie.
+    public static func reapExited() {
+        for pid in launched {
+            var status: Int32 = 0
+            let rc = waitpid(pid, &status, WNOHANG)
+            if rc == pid || (rc == -1 && errno == ECHILD) { launched.remove(pid) }
+        }
+    }
+
+    /// This program's own executable (`/proc/self/exe` resolved).
+    public static func currentExecutable() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return CommandLine.arguments.first ?? "maqet" }
+        buffer[n] = 0
+        return String(cString: buffer)
+    }
+
+    /// Writes the spec, spawns the runner in a new session and (unless `noWait`) waits for its
+    /// ready line. On any failure nothing is left running: the runner (and with it QEMU, in the
+    /// runner's process group) is stopped. `shouldStop` is checked every 50 ms while waiting; when
+    /// it fires the VM is stopped and `RunnerLaunchError(code: "ECANCELED")` thrown.
+    public static func launch(_ spec: RunnerSpec, noWait: Bool, executable: String = currentExecutable(),
+                              shouldStop: () -> Bool = { false }) throws -> RunnerLaunch {
+        reapExited()
+        try RuntimeDirectory.makePrivateDirectory(spec.dir)
+        for path in [spec.runnerQMP, spec.clientQMP] { try RuntimeDirectory.checkSocketPath(path) }
+        try writePrivateFile(spec.specPath, contents: try JSONEncoder().encode(spec))
+        _ = unlink(spec.runnerLogPath)
+
+        // The ready pipe; both ends close-on-exec and above the standard descriptors.
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw SystemError(errno: errno, "cannot start the runner: pipe") }
+        let readEnd = fcntl(fds[0], F_DUPFD_CLOEXEC, 10)
+        let writeEnd = fcntl(fds[1], F_DUPFD_CLOEXEC, 10)
+        _ = Glibc.close(fds[0])
+        _ = Glibc.close(fds[1])
+        guard readEnd >= 0, writeEnd >= 0 else {
+            let e = errno
+            if readEnd >= 0 { _ = Glibc.close(readEnd) }
+            if writeEnd >= 0 { _ = Glibc.close(writeEnd) }
+            throw SystemError(errno: e, "cannot start the runner: fcntl")
+        }
+        var readOpen = true
+        defer { if readOpen { _ = Glibc.close(readEnd) } }
+
+        let arguments = [executable, "__runner", "--spec", spec.specPath, "--ready-fd", String(readyFD), "--maqet-data-dir", spec.dataDir]
+        let runnerPID: pid_t
+        do {
+            runnerPID = try spawnDetached(arguments, stderrPath: spec.runnerLogPath, readyWriteEnd: writeEnd)
+        } catch {
+            _ = Glibc.close(writeEnd)
+            RuntimeDirectory.removeVMDirectory(spec.dir)
+            throw error
+        }
+        _ = Glibc.close(writeEnd)
+        launched.insert(runnerPID)
+
+        if noWait { return RunnerLaunch(pid: nil, runnerPID: runnerPID, status: "starting") }
+
+        let deadline = monotonicMs() + Int64(max(spec.timeoutMs, 0)) + graceMs
+        var line: [UInt8] = []
+        var sawEOF = false
+        while !sawEOF && !line.contains(UInt8(ascii: "\n")) {
+            if shouldStop() {
+                stopRunner(runnerPID, spec: spec)
+                throw RunnerLaunchError("start of \(spec.vmName) cancelled: the script was stopped", code: "ECANCELED")
+            }
+            let left = deadline - monotonicMs()
+            if left <= 0 {
+                stopRunner(runnerPID, spec: spec)
+                throw RunnerLaunchError("the runner of \(spec.vmName) did not report within \(spec.timeoutMs + Int(graceMs)) ms", code: "ETIMEDOUT")
+            }
+            guard LinuxProcess.readable(readEnd, timeoutMs: Int32(min(left, 50))) else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = buffer.withUnsafeMutableBytes { raw in retryingEINTR { Glibc.read(readEnd, raw.baseAddress, raw.count) } }
+            if n > 0 { line.append(contentsOf: buffer[0..<n]) } else if n == 0 || errno != EAGAIN { sawEOF = true }
+        }
+        _ = Glibc.close(readEnd)
+        readOpen = false
+
+        if let newline = line.firstIndex(of: UInt8(ascii: "\n")),
+           let report = try? JSONDecoder().decode(RunnerReport.self, from: Data(line[..<newline])) {
+            if report.ok, let pid = report.pid {
+                return RunnerLaunch(pid: pid, runnerPID: runnerPID, status: "running")
+            }
+            // The runner stopped QEMU and is cleaning up; wait for it so nothing is left.
+            reapOrKill(runnerPID, withinMs: 5000)
+            let message = report.error ?? "unknown error"
+            let code = report.code ?? "EQEMU"
+            if code == "EQEMU" { throw RunnerLaunchError("QEMU exited during start: \(message)", code: code) }
+            throw RunnerLaunchError(message, code: code)
+        }
+        // EOF without a report: the runner died. Its stderr says why.
+        reapOrKill(runnerPID, withinMs: 2000)
+        _ = Glibc.kill(-runnerPID, SIGKILL) // QEMU, if it had started, is in the runner's group
+        let log = tail(ofFile: spec.runnerLogPath)
+        RuntimeDirectory.removeVMDirectory(spec.dir)
+        throw RunnerLaunchError("the runner of \(spec.vmName) exited before QEMU was ready\(log.isEmpty ? "" : ": \(log)")", code: "ERUNNER")
+    }
+
+    /// SIGTERM to the runner (it stops QEMU and cleans up), then SIGKILL to its whole process group.
+    static func stopRunner(_ runnerPID: pid_t, spec: RunnerSpec) {
+        _ = Glibc.kill(runnerPID, SIGTERM)
+        reapOrKill(runnerPID, withinMs: 3000)
+        _ = Glibc.kill(-runnerPID, SIGKILL)
+        RuntimeDirectory.removeVMDirectory(spec.dir)
+    }
+
+    /// Waits up to `withinMs` for the child `pid` to exit, then SIGKILLs its process group; reaps it.
+    static func reapOrKill(_ pid: pid_t, withinMs: Int64) {
+        let deadline = monotonicMs() + withinMs
+        var status: Int32 = 0
+        while monotonicMs() < deadline {
+            let rc = waitpid(pid, &status, WNOHANG)
+            if rc == pid || (rc == -1 && errno != EINTR) {
+                launched.remove(pid)
+                return
+            }
+            var slice = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+            _ = nanosleep(&slice, nil)
+        }
+        _ = Glibc.kill(-pid, SIGKILL)
+        _ = Glibc.kill(pid, SIGKILL)
+        _ = retryingEINTR { waitpid(pid, &status, 0) }
+        launched.remove(pid)
+    }
+
+    /// posix_spawn in a new session: stdin and stdout /dev/null, stderr appended to `stderrPath`,
+    /// `readyWriteEnd` as fd 3, every other descriptor closed.
+    static func spawnDetached(_ arguments: [String], stderrPath: String, readyWriteEnd: Int32) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        ProcessSpawn.resetSignals(&attributes, extraFlags: Syscalls.spawnSetsid)
+
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, readyWriteEnd, readyFD)
+        Syscalls.addClosefrom(&actions, from: readyFD + 1)
+
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, arguments[0], &actions, &attributes, &argv, environ)
+        guard rc == 0 else { throw SystemError(errno: rc, "cannot start the runner '\(arguments[0])'") }
+        return child
+    }
+
+    /// Creates (or replaces) `path` with mode 0600 and writes `contents`.
+    static func writePrivateFile(_ path: String, contents: Data) throws {
+        _ = unlink(path)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw SystemError(errno: errno, "cannot write \(path)") }
+        defer { _ = Glibc.close(fd) }
+        _ = fchmod(fd, 0o600)
+        var offset = 0
+        let bytes = [UInt8](contents)
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in retryingEINTR { Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset) } }
+            guard n > 0 else { throw SystemError(errno: errno, "cannot write \(path)") }
+            offset += n
+        }
+    }
+
+    /// The last lines of a small text file, trimmed and joined with "; " (empty when unreadable).
+    public static func tail(ofFile path: String, maximumBytes: Int = 2000) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { return "" }
+        let text = String(decoding: data.suffix(maximumBytes), as: UTF8.self)
+        return text.split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+            .joined(separator: "; ")
+    }
+}
+
+/// Spawn attributes shared by the runner and QEMU.
+enum ProcessSpawn {
+    /// The child starts with default signal dispositions and an empty signal mask.
+    static func resetSignals(_ attributes: inout posix_spawnattr_t, extraFlags: Int32 = 0) {
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(Int32(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK) | extraFlags))
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where running VMs keep their sockets and runtime files: `$XDG_RUNTIME_DIR/maqet`, else
+/// `/tmp/maqet-<uid>`; mode 0700, owned by the user. Each VM gets a short subdirectory named after
+/// the first 12 characters of its id (socket paths must fit in 107 bytes):
+///
+///     <runtime>/<id[0..<12]>/runner.qmp   the runner's own QMP monitor
+///                            qmp.sock     the monitor for the CLI, scripts and other tools
+///                            qemu.log     QEMU's stderr
+///                            runner.log   the runner's stderr
+///                            runner.json  the runner's spec (0600)
+public enum RuntimeDirectory {
+    /// The longest Unix socket path (`sockaddr_un.sun_path` minus its NUL): 107 on Linux.
+    public static let maximumSocketPathLength = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
+
+    /// The runtime directory's path for this user (not created).
+    public static func path(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let xdg = environment["XDG_RUNTIME_DIR"], !xdg.isEmpty {
+            return (xdg as NSString).appendingPathComponent("maqet")
+        }
+        return "/tmp/maqet-\(getuid())"
+    }
+
+    /// Creates the runtime directory (0700) when missing and checks an existing one; returns its path.
+    public static func ensure(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        let root = path(environment: environment)
+        if let xdg = environment["XDG_RUNTIME_DIR"], !xdg.isEmpty {
+            // $XDG_RUNTIME_DIR normally exists (systemd creates it); create it 0700 when it does not.
+            if access(xdg, F_OK) != 0 { try makePrivateDirectory(xdg, intermediate: true) }
+        }
+        try makePrivateDirectory(root)
+        return root
+    }
+
+    /// The per-VM directory for `vmID` (created 0700), inside the runtime directory.
+    public static func ensureVMDirectory(vmID: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        let name = String(vmID.prefix(12))
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+            throw SystemError(errno: EINVAL, "runtime directory for VM id '\(vmID)'")
+        }
+        let directory = (try ensure(environment: environment) as NSString).appendingPathComponent(name)
+        try checkSocketPath((directory as NSString).appendingPathComponent("runner.qmp"))
+        try makePrivateDirectory(directory)
+        return directory
+    }
+
+    /// Creates `path` with mode 0700 unless it exists; an existing one must be a real directory
+    /// (not a symlink) owned by this user — its mode is then set to 0700. Anything else is refused.
+    public static func makePrivateDirectory(_ path: String, intermediate: Bool = false) throws {
+        if intermediate {
+            let parent = (path as NSString).deletingLastPathComponent
+            if !parent.isEmpty, parent != path, access(parent, F_OK) != 0 {
+                try makePrivateDirectory(parent, intermediate: true)
+            }
+        }
+        if mkdir(path, 0o700) == 0 {
+            _ = chmod(path, 0o700) // the umask may have removed bits; never more than 0700 anyway
+            return
+        }
+        let e = errno
+        guard e == EEXIST else { throw SystemError(errno: e, "cannot create the runtime directory \(path)") }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw SystemError(errno: errno, "cannot use the runtime directory \(path)") }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw SystemError(errno: ENOTDIR, "refusing the runtime directory \(path): it is not a directory (a symlink or file is in the way; remove it)")
+        }
+        guard info.st_uid == getuid() else {
+            throw SystemError(errno: EPERM, "refusing the runtime directory \(path): it belongs to uid \(info.st_uid), not to you (uid \(getuid())); remove it or set XDG_RUNTIME_DIR")
+        }
+        if (info.st_mode & 0o777) != 0o700 {
+            guard chmod(path, 0o700) == 0 else { throw SystemError(errno: errno, "cannot make the runtime directory \(path) private (chmod 0700)") }
+        }
+    }
+
+    /// Throws ENAMETOOLONG with a clear message when `path` cannot be a Unix socket address.
+    public static func checkSocketPath(_ path: String) throws {
+        let length = path.utf8.count
+        guard length <= maximumSocketPathLength else {
+            var error = SystemError(errno: ENAMETOOLONG, "")
+            error.message = "socket path \(path) is \(length) bytes, longer than the \(maximumSocketPathLength) a Unix socket allows; use a shorter XDG_RUNTIME_DIR"
+            throw error
+        }
+    }
+
+    /// Removes the files the runner leaves in `directory` and the directory itself (if then empty).
+    public static func removeVMDirectory(_ directory: String, extraFiles: [String] = []) {
+        for name in ["runner.qmp", "qmp.sock", "qemu.log", "runner.log", "runner.json"] {
+            _ = unlink((directory as NSString).appendingPathComponent(name))
+        }
+        for file in extraFiles { _ = unlink(file) }
+        _ = rmdir(directory)
+    }
+}

@@ -1,0 +1,82 @@
+import CLuaShim
+import Foundation
+import MaqetCore
+
+/// `maqet.runner`: starts a VM's detached runner (`maqet __runner`), which launches QEMU, keeps the
+/// database row truthful and cleans up when QEMU ends. Mechanism in `RunnerLauncher`/`VMRunner`.
+enum RunnerModule {
+    static let functions: [LuaRegistration] = [
+        ("launch", launch),
+    ]
+
+    /// Reads the spec table at index 1.
+    static func spec(_ lua: Lua, _ function: String) throws -> (RunnerSpec, noWait: Bool) {
+        try lua.checkTable(1, function, "spec")
+        func required(_ key: String) throws -> String {
+            guard let value = try lua.stringField(1, key, function), !value.isEmpty else {
+                throw LuaUsageError("\(function): spec.\(key) must be a non-empty string")
+            }
+            guard !value.utf8.contains(0) else { throw LuaUsageError("\(function): spec.\(key) contains a NUL byte") }
+            return value
+        }
+        let vmName = try required("vm_name")
+        let vmID = try required("vm_id")
+        let dir = try required("dir")
+        let runnerQMP = try required("runner_qmp")
+        let clientQMP = try required("client_qmp")
+        guard dir.hasPrefix("/"), runnerQMP.hasPrefix("/"), clientQMP.hasPrefix("/") else {
+            throw LuaUsageError("\(function): spec.dir, spec.runner_qmp and spec.client_qmp must be absolute paths")
+        }
+        guard runnerQMP != clientQMP else { throw LuaUsageError("\(function): spec.runner_qmp and spec.client_qmp must differ") }
+        _ = lua.rawField(1, "argv")
+        defer { lua.pop() }
+        guard lua.type(at: -1) == LUA_TTABLE, lua.rawLength(-1) > 0 else {
+            throw LuaUsageError("\(function): spec.argv must be a non-empty table of strings (QEMU's argv, binary first)")
+        }
+        let argv = try lua.stringArray(-1, function, "spec.argv")
+        if let bad = argv.firstIndex(where: { $0.utf8.contains(0) }) {
+            throw LuaUsageError("\(function): spec.argv item \(bad + 1) contains a NUL byte")
+        }
+        let timeoutMs = try lua.integerField(1, "timeout_ms", function) ?? 30_000
+        guard timeoutMs > 0, timeoutMs <= Int64(Int32.max) else {
+            throw LuaUsageError("\(function): spec.timeout_ms must be an integer > 0, got \(timeoutMs)")
+        }
+        _ = lua.rawField(1, "no_wait")
+        let noWait = lua.boolean(at: -1)
+        lua.pop()
+        return (RunnerSpec(vmName: vmName, vmID: vmID, argv: argv, dir: dir, runnerQMP: runnerQMP, clientQMP: clientQMP,
+                           timeoutMs: Int(timeoutMs), dataDir: ""), noWait)
+    }
+
+    /// `maqet.runner.launch(spec)` → `{pid=, runner_pid=, status="running"}` (`status="starting"`
+    /// and no `pid` with `no_wait`), or `nil, message, code` ("EQEMU", "ETIMEDOUT", "ENOENT", …).
+    private static let launch: LuaFunction = { L in
+        Lua.call(L) { lua in
+            let function = "maqet.runner.launch"
+            var (spec, noWait) = try spec(lua, function)
+            guard let configuration = Runtime.from(lua).stateConfiguration else {
+                throw LuaUsageError("\(function): no state database is open in this command")
+            }
+            spec.dataDir = configuration.dataDirectory
+            let result: RunnerLaunch
+            do {
+                result = try RunnerLauncher.launch(spec, noWait: noWait, shouldStop: ProcessModule.stopRequested)
+            } catch let error as RunnerLaunchError {
+                if error.code == "ECANCELED" && ProcessModule.stopRequested() { throw ProcessModule.stopError(function) }
+                return lua.fail(error.message, code: error.code)
+            } catch let error as SystemError {
+                return lua.fail(error.message, code: error.codeName)
+            }
+            lua.newTable(recordCount: 3)
+            if let pid = result.pid {
+                lua.push(Int64(pid))
+                lua.setRawField(-2, "pid")
+            }
+            lua.push(Int64(result.runnerPID))
+            lua.setRawField(-2, "runner_pid")
+            lua.push(result.status)
+            lua.setRawField(-2, "status")
+            return 1
+        }
+    }
+}
