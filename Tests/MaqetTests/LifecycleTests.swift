@@ -243,7 +243,7 @@ final class LifecycleTests: XCTestCase {
         let result = sandbox.maqet(["start", "bad"])
         result.assertExit(1)
         assertContains(result.stderr, "maqet: VM 'bad' did not start: ")
-        assertContains(result.stderr, "nonsense")
+        assertContains(result.stderr, "qemu-system-x86_64: unsupported machine type")
         XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
         XCTAssertNotEqual(column(sandbox, "bad", "status"), "running")
         XCTAssertEqual(column(sandbox, "bad", "pid"), "")
@@ -338,7 +338,7 @@ final class LifecycleTests: XCTestCase {
         let disk = sandbox.root.file("disks-hdd.qcow2")
         let mine = sandbox.write("mine.raw", "not maqet's")
         insertVM(sandbox, "disky", """
-            {"display": "none", "arguments": [{"machine": "none"}, {"accel": "kvm"}],
+            {"display": "none", "memory": "64M", "arguments": [{"machine": "q35"}, {"accel": "kvm"}],
              "storage": [{"name": "hdd", "type": "qcow2", "size": "16M", "file": "\(disk)"},
                          {"name": "mine", "type": "raw", "file": "\(mine)"}]}
             """)

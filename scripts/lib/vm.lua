@@ -48,9 +48,7 @@ local function proc_info(pid)
     local cmdline = {}
     for w in (read_file("/proc/" .. pid .. "/cmdline") or ""):gmatch("([^%z]*)%z") do cmdline[#cmdline + 1] = w end
     -- fields[1] is field 3 (state); field 22 (starttime, clock ticks since boot) is fields[20].
-    local uptime = tonumber((read_file("/proc/uptime") or "0"):match("^%S+"))
-    local start = maqet.now() - uptime + tonumber(fields[20]) / 100
-    return { pid = pid, state = fields[1], start_time = start, cmdline = cmdline }
+    return { pid = pid, state = fields[1], start_time = tonumber(fields[20]), cmdline = cmdline }
 end
 
 local function signal(pid, name)
@@ -69,6 +67,13 @@ local function wait_pid(pid, timeout_ms)
         maqet.sleep(20)
     until maqet.now() >= deadline
     return false
+end
+
+--- Seconds a process has been running, from its start_time (clock ticks since boot, USER_HZ 100).
+function vm.uptime_s(info)
+    local since_boot = tonumber((read_file("/proc/uptime") or ""):match("^%S+"))
+    if not since_boot or not info or not info.start_time then return nil end
+    return math.max(0, since_boot - info.start_time / 100)
 end
 
 vm.process_info = proc_info
@@ -133,9 +138,18 @@ end
 function vm.remove_runtime_dir(row)
     local paths = qemu.paths(row)
     if not storage.exists(paths.dir) then return false end
-    local qemu_log = read_file(paths.qemu_log)
-    if qemu_log and qemu_log:find("%S") then
-        vm.log(row.name, "QEMU's last output: " .. qemu_log:gsub("%s+$", ""):gsub("\n", " | "))
+    -- The runner normally removes this directory itself; when it died, keep what it and QEMU
+    -- last said in the VM's log before the files go.
+    for _, file in ipairs({ { paths.qemu_log, "QEMU's last output" }, { paths.dir .. "/runner.log", "runner's last output" } }) do
+        local text = read_file(file[1])
+        if text and text:find("%S") then
+            local last = {}
+            for line in text:gmatch("[^\n]+") do
+                last[#last + 1] = line
+                if #last > 3 then table.remove(last, 1) end
+            end
+            vm.log(row.name, file[2] .. ": " .. table.concat(last, " | "))
+        end
     end
     for _, file in ipairs({ paths.runner_qmp, paths.client_qmp, paths.qemu_log }) do os.remove(file) end
     if not os.remove(paths.dir) then
@@ -161,7 +175,7 @@ function vm.reconcile(row)
     local qemu_alive, qemu_info = vm.process_alive(row.pid, marker)
     local runner_alive, runner_info = vm.process_alive(row.runner_pid)
     if runner_alive and qemu_info and runner_info.start_time and qemu_info.start_time
-        and runner_info.start_time > qemu_info.start_time + 1 then
+        and runner_info.start_time > qemu_info.start_time then
         runner_alive = false -- a process started after QEMU cannot be its runner: a reused PID
     end
     if qemu_alive then
@@ -251,9 +265,7 @@ function vm.get(name)
     row = vm.reconcile(row)
     local ok, config = pcall(qemu.config, row)
     row.config = ok and config or {}
-    if row.alive and row.process and row.process.start_time then
-        row.uptime_s = math.max(0, maqet.now() - row.process.start_time)
-    end
+    if row.alive then row.uptime_s = vm.uptime_s(row.process) end
     row.process = nil
     row.last_log = vm.last_log_line(name)
     return row
