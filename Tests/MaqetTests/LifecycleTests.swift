@@ -237,6 +237,37 @@ final class LifecycleTests: XCTestCase {
         XCTAssertEqual(sandbox.maqet(["stop", "--all"]).stdout, "No running VMs.\n")
     }
 
+    func testTwoStartsOfOneVMAtOnceStartItOnce() throws {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "twice")
+        var results = [CLIResult?](repeating: nil, count: 2)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            let result = sandbox.maqet(["start", "twice"])
+            lock.lock(); results[i] = result; lock.unlock()
+        }
+        let codes = results.map { $0?.code ?? -1 }.sorted()
+        XCTAssertEqual(codes, [0, 1], results.map { $0?.stderr ?? "" }.joined())
+        let loser = try XCTUnwrap(results.first { $0?.code == 1 } ?? nil)
+        XCTAssertTrue(loser.stderr.contains("already") || loser.stderr.contains("being started"), loser.stderr)
+        XCTAssertEqual(column(sandbox, "twice", "status"), "running")
+        let qemus = processes(of: sandbox).filter { commandLine($0).hasPrefix("qemu-system") }
+        XCTAssertEqual(qemus.count, 1, "\(qemus.map { commandLine($0) })")
+        sandbox.maqet(["stop", "twice", "--force"]).assertExit(0)
+    }
+
+    func testStartNoWaitReturnsAtOnceAndTheVMBecomesRunning() {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "quick")
+        let result = sandbox.maqet(["start", "quick", "--no-wait", "--format", "json"])
+        result.assertExit(0)
+        assertContains(result.stdout, "\"runner_pid\"")
+        XCTAssertTrue(eventually { self.column(sandbox, "quick", "status") == "running" })
+        XCTAssertEqual(status(sandbox, "quick")["status"] as? String, "running")
+        sandbox.maqet(["stop", "quick", "--timeout", "1"]).assertExit(0)
+        XCTAssertEqual(column(sandbox, "quick", "status"), "stopped")
+    }
+
     func testQEMUThatRejectsItsArgumentsFailsWithItsMessage() {
         let sandbox = makeSandbox()
         insertVM(sandbox, "bad", #"{"display": "none", "arguments": [{"machine": "nonsense"}]}"#)

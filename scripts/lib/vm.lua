@@ -76,6 +76,11 @@ function vm.uptime_s(info)
     return math.max(0, since_boot - info.start_time / 100)
 end
 
+--- The pid of this maqet process.
+function vm.self_pid()
+    return tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
+end
+
 vm.process_info = proc_info
 vm.signal = signal
 vm.wait_pid = wait_pid
@@ -288,23 +293,50 @@ function vm.start(name, opts)
         return nil, "this maqet has no runner (maqet.runner.launch is missing)", "ENOSYS"
     end
     local config = qemu.config(row)
-    storage.prepare(row, config)
     local paths = qemu.paths(row)
-    vm.remove_runtime_dir(row) -- leftovers of an earlier run that nobody cleaned
-    local argv = qemu.argv(row, paths)
+    local argv = qemu.argv(row, paths) -- a config QEMU cannot be built from fails before anything changes
     local timeout_s = tonumber(opts.timeout_s) or vm.default_start_timeout_s
-    maqet.log.info(("%s: starting %s"):format(name, qemu.shell_quote(argv)))
-    local launched, message, code = maqet.runner.launch({
-        vm_name = row.name,
-        vm_id = row.id,
-        argv = argv,
-        dir = paths.dir,
-        runner_qmp = paths.runner_qmp,
-        client_qmp = paths.client_qmp,
-        timeout_ms = math.floor(timeout_s * 1000),
-        no_wait = opts.no_wait and true or false,
-    })
+
+    -- Claim the row: status 'starting' with this maqet as its runner_pid, so a second start of the
+    -- same VM is refused and a concurrent `ls` sees a start in progress (not a dead VM). The runner
+    -- replaces runner_pid with its own when QEMU answers.
+    local me = vm.self_pid()
+    local claimed = maqet.db:transaction(function(tx)
+        return assert(tx:exec([[UPDATE vm_instances
+                SET status = 'starting', pid = NULL, runner_pid = ?, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                WHERE id = ? AND status IS ?]], me, row.id, row.status))
+    end)
+    if claimed == 0 then
+        return nil, ("VM '%s' is being started or changed by another maqet right now"):format(name), "EBUSY"
+    end
+    local function release()
+        maqet.db:transaction(function(tx)
+            assert(tx:exec([[UPDATE vm_instances SET status = ?, runner_pid = NULL, updated_at = CURRENT_TIMESTAMP
+                    WHERE id = ? AND status = 'starting' AND runner_pid = ?]], row.status, row.id, me))
+        end)
+    end
+
+    local ok, launched, message, code = pcall(function()
+        storage.prepare(row, config)
+        vm.remove_runtime_dir(row) -- leftovers of an earlier run that nobody cleaned
+        maqet.log.info(("%s: starting %s"):format(name, qemu.shell_quote(argv)))
+        return maqet.runner.launch({
+            vm_name = row.name,
+            vm_id = row.id,
+            argv = argv,
+            dir = paths.dir,
+            runner_qmp = paths.runner_qmp,
+            client_qmp = paths.client_qmp,
+            timeout_ms = math.floor(timeout_s * 1000),
+            no_wait = opts.no_wait and true or false,
+        })
+    end)
+    if not ok then
+        release()
+        error(launched, 0)
+    end
     if not launched then
+        release()
         if code == "EQEMU" then
             return nil, ("VM '%s' did not start: %s"):format(name, message), code
         elseif code == "ETIMEDOUT" then
@@ -313,10 +345,17 @@ function vm.start(name, opts)
         end
         return nil, ("VM '%s' could not be started: %s"):format(name, message), code or "EFAIL"
     end
+    if launched.runner_pid then
+        -- --no-wait: the runner is on its own now; the row names it until it records running.
+        maqet.db:transaction(function(tx)
+            assert(tx:exec("UPDATE vm_instances SET runner_pid = ? WHERE id = ? AND status = 'starting' AND runner_pid = ?",
+                launched.runner_pid, row.id, me))
+        end)
+    end
     local fresh = row_by_name(name) or row
     return {
         name = name,
-        status = fresh.status == row.status and (launched.status or "starting") or fresh.status,
+        status = fresh.status == "starting" and (launched.status or "starting") or fresh.status,
         pid = launched.pid or fresh.pid,
         runner_pid = launched.runner_pid or fresh.runner_pid,
         qmp_socket_path = paths.client_qmp,
@@ -341,7 +380,10 @@ function vm.stop_rows(rows, opts)
     for _, row in ipairs(rows) do
         local result = { name = row.name, status = row.status, was_running = vm.ACTIVE[row.status] or false }
         results[#results + 1] = result
-        if vm.ACTIVE[row.status] then
+        if row.status == "starting" and not row.pid then
+            result.error = ("is still starting (by pid %s); try again when the start has finished"):format(tostring(row.runner_pid))
+            result.code = "EBUSY"
+        elseif vm.ACTIVE[row.status] then
             local paths = qemu.paths(row)
             pending[#pending + 1] = {
                 row = row, result = result, pid = row.pid,
@@ -405,7 +447,8 @@ function vm.stop_rows(rows, opts)
     for _, t in ipairs(pending) do
         local row = t.row
         if not t.done then
-            t.result.error = ("QEMU (pid %d) did not exit, even after SIGKILL"):format(t.pid)
+            t.result.error = ("did not stop: QEMU (pid %d) is still there after SIGKILL"):format(t.pid)
+            t.result.code = "ESTOP"
         else
             if row.runner_pid and vm.process_alive(row.runner_pid) and not wait_pid(row.runner_pid, 3000) then
                 signal(row.runner_pid, "TERM")
@@ -431,7 +474,7 @@ function vm.stop(name, opts)
     if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
     row = vm.reconcile(row)
     local result = vm.stop_rows({ row }, opts)[1]
-    if result.error then return nil, ("VM '%s': %s"):format(name, result.error), "ESTOP" end
+    if result.error then return nil, ("VM '%s' %s"):format(name, result.error), result.code end
     return result
 end
 

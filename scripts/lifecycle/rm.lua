@@ -53,7 +53,7 @@ return {
 
         if #running > 0 then
             for _, r in ipairs(vm.stop_rows(running, { force = true })) do
-                if r.error then maqet.error(("VM '%s': %s; nothing removed"):format(r.name, r.error), "failure") end
+                if r.error then maqet.error(("VM '%s' %s; nothing removed"):format(r.name, r.error), "failure") end
             end
         end
 

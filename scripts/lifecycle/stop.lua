@@ -17,7 +17,7 @@ return {
             local results = vm.stop_rows(rows, opts)
             local failed = {}
             for _, r in ipairs(results) do
-                if r.error then failed[#failed + 1] = r.name .. ": " .. r.error end
+                if r.error then failed[#failed + 1] = ("VM '%s' %s"):format(r.name, r.error) end
             end
             if #failed > 0 then maqet.error(table.concat(failed, "; "), "failure") end
             return { vms = maqet.json.array(results) }
