@@ -25,10 +25,11 @@ public struct ProcessSnapshot: Equatable, Sendable {
 public enum LinuxProcess {
     /// Reads `/proc/PID/stat` and `/proc/PID/cmdline`. Throws `SystemError` (ESRCH for no such process).
     public static func snapshot(_ pid: pid_t) throws -> ProcessSnapshot {
-        guard pid > 0 else { throw SystemError(errno: ESRCH, "no process \(pid)") }
+        guard pid > 0 else { throw noProcess(pid) }
         guard let stat = readSmallFile("/proc/\(pid)/stat") else {
             let e = errno
-            throw SystemError(errno: e == ENOENT ? ESRCH : e, "no process \(pid)")
+            if e == ENOENT || e == ESRCH { throw noProcess(pid) }
+            throw SystemError(errno: e, "cannot read /proc/\(pid)/stat")
         }
         // "PID (comm) S PPID PGRP SESSION …": comm may contain spaces and parentheses; the fields
         // after it start behind the last ')'.
@@ -56,6 +57,13 @@ public enum LinuxProcess {
         )
     }
 
+    /// ESRCH with the message "no process PID".
+    static func noProcess(_ pid: pid_t) -> SystemError {
+        var error = SystemError(errno: ESRCH, "")
+        error.message = "no process \(pid)"
+        return error
+    }
+
     /// True while `pid` names a process that has not exited (a zombie has exited).
     public static func isAlive(_ pid: pid_t) -> Bool {
         guard let snapshot = try? snapshot(pid) else { return false }
@@ -68,7 +76,7 @@ public enum LinuxProcess {
         guard pid > 0 else { throw SystemError(errno: EINVAL, "kill \(pid)") }
         if Glibc.kill(pid, signal) != 0 {
             let e = errno
-            if e == ESRCH { throw SystemError(errno: e, "no process \(pid)") }
+            if e == ESRCH { throw noProcess(pid) }
             throw SystemError(errno: e, "kill \(pid)")
         }
     }
@@ -79,7 +87,8 @@ public enum LinuxProcess {
         let fd = Syscalls.pidfdOpen(pid)
         if fd < 0 {
             let e = errno
-            throw SystemError(errno: e, e == ESRCH ? "no process \(pid)" : "pidfd_open \(pid)")
+            if e == ESRCH { throw noProcess(pid) }
+            throw SystemError(errno: e, "pidfd_open \(pid)")
         }
         return fd
     }

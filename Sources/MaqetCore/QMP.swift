@@ -21,9 +21,10 @@ public struct QMPEvent: Sendable {
 public enum QMPError: Error, CustomStringConvertible {
     /// The socket could not be connected (also a path longer than `sun_path`: ENAMETOOLONG).
     case connect(path: String, errno: Int32)
-    /// What timed out: "connect", "greeting", "qmp_capabilities", a command name, "event".
+    /// What timed out: "connect", "greeting", or the command whose reply did not come.
     case timeout(String)
-    /// The peer closed the connection (what was being waited for). Not raised for `quit`.
+    /// The connection is closed: QEMU hung up (for `quit` that is success, not this error) or
+    /// `close()` was called.
     case disconnected(String)
     /// Malformed JSON or a message that is not what QMP sends.
     case protocolError(String)
@@ -37,13 +38,22 @@ public enum QMPError: Error, CustomStringConvertible {
         case let .connect(path, errno):
             return "connect \(path): \(String(cString: strerror(errno)))"
         case .timeout(let what):
-            return "QMP: timed out waiting for \(what)"
+            return "QMP: timed out \(QMPError.waiting(for: what))"
         case .disconnected(let what):
-            return "QMP: QEMU closed the connection (\(what))"
+            return "QMP: the connection is closed (\(what))"
         case .protocolError(let message):
             return "QMP protocol error: \(message)"
         case let .commandFailed(command, errorClass, description):
             return "QMP error \(errorClass) (\(command)): \(description)"
+        }
+    }
+
+    /// "connecting", "waiting for the greeting", "waiting for the reply to query-status".
+    static func waiting(for what: String) -> String {
+        switch what {
+        case "connect": return "connecting"
+        case "greeting": return "waiting for the greeting"
+        default: return "waiting for the reply to \(what)"
         }
     }
 
@@ -141,7 +151,7 @@ public final class QMPClient {
     /// meanwhile are queued (never lost). Returns the `"return"` value; a QMP error throws
     /// `.commandFailed`. `quit`: EOF before the reply counts as success (returns `.object([])`).
     public func execute(_ command: String, arguments: JSONValue? = nil, timeoutMs: Int? = nil) throws -> JSONValue {
-        guard fd >= 0 else { throw QMPError.disconnected("the connection is closed") }
+        guard fd >= 0 else { throw QMPError.disconnected("close() was called") }
         let deadline = monotonicMs() + Int64(max(timeoutMs ?? defaultTimeoutMs, 0))
         let id = "maqet-\(nextID)"
         nextID += 1
@@ -156,7 +166,7 @@ public final class QMPClient {
         }
         let isQuit = command == "quit"
         if peerClosed {
-            throw QMPError.disconnected("before \(command) was sent")
+            throw QMPError.disconnected("QEMU hung up before \(command) was sent")
         }
         do {
             try send(Array(text.utf8), deadline: deadline, command: command)
@@ -166,7 +176,7 @@ public final class QMPClient {
         while true {
             let message: JSONValue
             do {
-                message = try readMessage(deadline: deadline, waitingFor: "the reply to \(command)")
+                message = try readMessage(deadline: deadline, waitingFor: command)
             } catch QMPError.disconnected where isQuit {
                 return .object([])
             }
@@ -192,16 +202,17 @@ public final class QMPClient {
     public func nextEvent(timeoutMs: Int?) throws -> QMPEvent? {
         let deadline = timeoutMs.map { monotonicMs() + Int64(max($0, 0)) }
         while events.isEmpty {
-            guard fd >= 0 else { throw QMPError.disconnected("the connection is closed") }
-            if peerClosed { throw QMPError.disconnected("waiting for an event") }
+            guard fd >= 0 else { throw QMPError.disconnected("close() was called") }
+            // Messages already buffered come first, also those read together with the EOF.
             if let message = try takeMessage() {
                 try handleUnsolicited(message)
                 continue
             }
+            if peerClosed { throw QMPError.disconnected("QEMU hung up") }
             do {
                 guard try fill(deadline: deadline) else { return nil }
             } catch QMPError.disconnected {
-                if events.isEmpty { throw QMPError.disconnected("waiting for an event") }
+                if events.isEmpty { throw QMPError.disconnected("QEMU hung up") }
             }
         }
         return events.removeFirst()
@@ -211,14 +222,14 @@ public final class QMPClient {
     /// blocking and returns the queued events (possibly none). Throws `.disconnected` at EOF once
     /// every event read before it has been returned.
     public func drainEvents() throws -> [QMPEvent] {
-        guard fd >= 0 else { throw QMPError.disconnected("the connection is closed") }
+        guard fd >= 0 else { throw QMPError.disconnected("close() was called") }
         if !peerClosed {
             do {
                 _ = try fill(deadline: monotonicMs())
             } catch QMPError.disconnected {}
         }
         while let message = try takeMessage() { try handleUnsolicited(message) }
-        if events.isEmpty && peerClosed { throw QMPError.disconnected("waiting for an event") }
+        if events.isEmpty && peerClosed { throw QMPError.disconnected("QEMU hung up") }
         let out = events
         events.removeAll()
         return out
@@ -226,7 +237,8 @@ public final class QMPClient {
 
     // MARK: Framing
 
-    /// Reads until one complete message is buffered and returns it. Events read meanwhile are queued.
+    /// Reads until one complete message is buffered and returns it. Events read meanwhile are
+    /// queued. `what` is "greeting" or the command whose reply is awaited.
     private func readMessage(deadline: Int64, waitingFor what: String) throws -> JSONValue {
         while true {
             if let message = try takeMessage() {
@@ -236,11 +248,11 @@ public final class QMPClient {
                 }
                 return message
             }
-            if peerClosed { throw QMPError.disconnected("while waiting for \(what)") }
+            if peerClosed { throw QMPError.disconnected("QEMU hung up while \(QMPError.waiting(for: what))") }
             do {
                 guard try fill(deadline: deadline) else { throw QMPError.timeout(what) }
             } catch QMPError.disconnected {
-                throw QMPError.disconnected("while waiting for \(what)")
+                throw QMPError.disconnected("QEMU hung up while \(QMPError.waiting(for: what))")
             }
         }
     }
@@ -301,7 +313,7 @@ public final class QMPClient {
     /// available to the buffer. Returns false on timeout. Throws `.disconnected` at EOF.
     @discardableResult
     private func fill(deadline: Int64?) throws -> Bool {
-        guard fd >= 0 else { throw QMPError.disconnected("the connection is closed") }
+        guard fd >= 0 else { throw QMPError.disconnected("close() was called") }
         guard try waitFor(Int16(POLLIN), deadline: deadline) else { return false }
         var chunk = [UInt8](repeating: 0, count: 65536)
         var gotData = false
@@ -318,7 +330,7 @@ public final class QMPClient {
             if n == 0 || errno == ECONNRESET {
                 peerClosed = true
                 if gotData { return true }
-                throw QMPError.disconnected("end of file")
+                throw QMPError.disconnected("QEMU hung up")
             }
             if errno == EAGAIN || errno == EWOULDBLOCK { return true }
             let e = errno
@@ -339,10 +351,10 @@ public final class QMPClient {
             }
             switch errno {
             case EAGAIN, EWOULDBLOCK:
-                guard try waitFor(Int16(POLLOUT), deadline: deadline) else { throw QMPError.timeout("sending \(command)") }
+                guard try waitFor(Int16(POLLOUT), deadline: deadline) else { throw QMPError.timeout(command) }
             case EPIPE, ECONNRESET, ENOTCONN:
                 peerClosed = true
-                throw QMPError.disconnected("while sending \(command)")
+                throw QMPError.disconnected("QEMU hung up while sending \(command)")
             default:
                 let e = errno
                 throw QMPError.protocolError("send: \(String(cString: strerror(e)))")
@@ -392,7 +404,7 @@ public final class QMPClient {
                 continue
             case EAGAIN:
                 // A Unix socket whose accept backlog is full: try again shortly.
-                if monotonicMs() >= deadline { throw QMPError.timeout("connect") }
+                if monotonicMs() >= deadline || shouldStop() { throw QMPError.timeout("connect") }
                 usleep(10_000)
             case EINPROGRESS:
                 guard try poll(fd, Int16(POLLOUT), deadline: deadline, shouldStop: shouldStop) else { throw QMPError.timeout("connect") }

@@ -169,6 +169,10 @@ public final class Database {
     /// True while a transaction is open. The corresponding C function is `sqlite3_get_autocommit`.
     public var inTransaction: Bool { handle.map { sqlite3_get_autocommit($0) == 0 } ?? false }
 
+    /// True while this connection holds a write transaction (other connections' writes wait for
+    /// it). The corresponding C function is `sqlite3_txn_state`.
+    public var holdsWriteTransaction: Bool { handle.map { sqlite3_txn_state($0, nil) == SQLITE_TXN_WRITE } ?? false }
+
     // MARK: Schema helpers
 
     public func hasTable(_ name: String) throws -> Bool {

@@ -265,6 +265,8 @@ public final class VMRunner {
     // MARK: The end
 
     private func finish(_ exit: ExitInfo) {
+        // A SHUTDOWN event may still sit unread in the socket when the pidfd fires first.
+        if let qmp, qmp.fileDescriptor >= 0 { readEvents() }
         qmp?.close()
         let clean = exit.code == 0 || shutdown != nil || stopSignal != nil
         let status = clean ? "stopped" : "crashed"

@@ -48,6 +48,17 @@ enum RunnerModule {
                            timeoutMs: Int(timeoutMs), dataDir: ""), noWait)
     }
 
+    /// Whether `maqet.db` is in a write transaction (the runner's UPDATE would wait for it).
+    static func holdsWriteTransaction(_ lua: Lua) -> Bool {
+        lua_getglobal(lua.L, "maqet")
+        defer { lua.pop() }
+        guard lua.type(at: -1) == LUA_TTABLE else { return false }
+        _ = lua.rawField(-1, "db")
+        defer { lua.pop() }
+        guard let handle = try? lua.handle(-1, DatabaseHandle.self, "maqet.runner.launch") else { return false }
+        return handle.database.holdsWriteTransaction
+    }
+
     /// `maqet.runner.launch(spec)` → `{pid=, runner_pid=, status="running"}` (`status="starting"`
     /// and no `pid` with `no_wait`), or `nil, message, code` ("EQEMU", "ETIMEDOUT", "ENOENT", …).
     private static let launch: LuaFunction = { L in
@@ -58,6 +69,9 @@ enum RunnerModule {
                 throw LuaUsageError("\(function): no state database is open in this command")
             }
             spec.dataDir = configuration.dataDirectory
+            if holdsWriteTransaction(lua) {
+                throw LuaUsageError("\(function): called inside a database write transaction; the runner records the row itself and would wait for it, so launch outside db:transaction()")
+            }
             let result: RunnerLaunch
             do {
                 result = try RunnerLauncher.launch(spec, noWait: noWait, shouldStop: ProcessModule.stopRequested)

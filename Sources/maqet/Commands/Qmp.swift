@@ -60,11 +60,11 @@ extension Maqet {
             } catch let error as QMPError {
                 switch error {
                 case .connect(_, let errno) where errno == ENOENT || errno == ECONNREFUSED:
-                    throw failure("VM '\(name)' is not running (\(error.description))")
+                    throw notRunning(error.description)
                 case let .commandFailed(_, errorClass, description):
                     throw failure("QMP error \(errorClass): \(description)")
-                case .timeout(let what):
-                    throw failure("VM '\(name)': QMP: no answer within \(Run.format(timeout)) s (waiting for \(what))")
+                case .timeout:
+                    throw failure("VM '\(name)': \(error.description) (--timeout \(Run.format(timeout)) s)")
                 default:
                     throw failure("VM '\(name)': \(error.description)")
                 }
@@ -82,13 +82,19 @@ extension Maqet {
                 throw MaqetError("no VM named '\(name)' (see 'maqet ls')", status: .notFound)
             }
             guard let path = row[0].textValue, !path.isEmpty else {
-                throw MaqetError("VM '\(name)' is not running")
+                throw notRunning("it has no QMP socket recorded")
             }
             var info = stat()
             guard stat(path, &info) == 0 else {
-                throw MaqetError("VM '\(name)' is not running (its QMP socket \(path) does not exist)")
+                throw notRunning("its QMP socket \(path) does not exist")
             }
             return path
+        }
+
+        /// "maqet: VM 'x' is not running"; with -v, a second line says why.
+        private func notRunning(_ reason: String) -> ExitCode {
+            if global.verbosity > 0 { global.notice("VM '\(name)': \(reason)") }
+            return failure("VM '\(name)' is not running")
         }
 
         /// `[]` → nil; one JSON object; or key=value pairs (values parsed as JSON when they parse).
