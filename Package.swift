@@ -9,6 +9,8 @@ let package = Package(
     dependencies: [
         // Subcommands, global options, --help and validation: the standard for Swift CLIs.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // YAML for VM definitions (maqet.yaml): libyaml wrapped, anchors and aliases resolved.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // Debian's libsqlite3 (libsqlite3-dev), linked, never vendored.
@@ -21,7 +23,7 @@ let package = Package(
         // The Lua runtime: builds the state, one file per Lua module, the migrator.
         .target(
             name: "MaqetRuntime",
-            dependencies: ["MaqetCore", "CLuaShim", "CSQLite"],
+            dependencies: ["MaqetCore", "CLuaShim", "CSQLite", .product(name: "Yams", package: "Yams")],
             plugins: ["EmbedLua"]
         ),
         // The thin CLI.

@@ -15,7 +15,7 @@ public final class Runtime {
     public let scripts: ScriptLocator
 
     /// The state this command opened (set by `StateStore.open(_:runtime:notice:)`); the runner
-    /// launched by `maqet.runner.launch` uses the same data directory.
+    /// launched by `maqet.runner.launch` uses the same data directory, `maqet.backup_state()` backs it up.
     public var stateConfiguration: StateConfiguration?
 
     public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
@@ -48,6 +48,10 @@ public final class Runtime {
         (nil, RuntimeDirModule.functions),
         ("runner", RunnerModule.functions),
         // ---- end runner-core ----
+        // VM definitions (config branch): maqet.yaml, maqet.fs, maqet.backup_state.
+        ("yaml", YAMLModule.functions),
+        ("fs", FileSystemModule.functions),
+        (nil, StateModule.functions),
     ]
 
     private func installModules() {

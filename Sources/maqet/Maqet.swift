@@ -10,6 +10,8 @@ struct Maqet: ParsableCommand {
         version: MaqetVersion.string,
         subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self,
                       Runner.self] // hidden: maqet __runner (runner-core)
+            // config
+            + [Add.self, Apply.self]
             // lifecycle
             + [Start.self, Stop.self, Status.self, Rm.self, ShowCmd.self]
     )

@@ -447,3 +447,72 @@ function maqet.vm.stop(name, opts) end
 ---@return string? message
 ---@return string? code    "ENOVM", "ENOTRUNNING", a QMP error class, "ETIMEDOUT", ...
 function maqet.vm.qmp(name, command, args) end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.yaml, maqet.fs, maqet.backup_state (VM definitions)
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.yaml
+maqet.yaml = {}
+
+---Decodes one YAML document with the YAML 1.2 core schema: mappings become tables, sequences
+---tables marked as arrays (so `[]` re-encodes as `[]`), `null`/`~`/empty `maqet.json.null`,
+---`true`/`false` booleans, `12`/`0x1f`/`0o17` integers, `1.5`/`.inf`/`.nan` floats; everything
+---else (also `yes`, `no`, `on`, `off`) and every quoted scalar a string. Anchors and aliases are
+---resolved and merge keys (`<<: *base`) merged. An empty document is `maqet.json.null`.
+---@param text string
+---@return any|nil value
+---@return string? message  "maqet.yaml.decode: did not find expected key at line 3 column 1"
+---@return string? code     "EYAML"
+function maqet.yaml.decode(text) end
+
+---Reads and decodes a YAML file (as `maqet.yaml.decode`).
+---@param path string
+---@return any|nil value
+---@return string? message  "maqet.yaml.load_file PATH: No such file or directory", "maqet.yaml.load_file PATH: … at line L column C"
+---@return string? code     "ENOENT", "EACCES", "EISDIR", "EYAML", ...
+function maqet.yaml.load_file(path) end
+
+---@class maqet.fs
+maqet.fs = {}
+
+---@class maqet.FileInfo
+---@field type "file"|"directory"|"socket"|"fifo"|"device"  (symlinks are followed)
+---@field size integer       bytes
+---@field mode integer       permission bits (0755 = 493)
+---@field executable boolean  whether this process may execute it (access X_OK)
+---@field readable boolean    whether this process may read it (access R_OK)
+
+---Information about a file (`stat` and `access`), following symlinks.
+---@param path string
+---@return maqet.FileInfo|nil info
+---@return string? message  "maqet.fs.stat PATH: No such file or directory"
+---@return string? code     "ENOENT", "EACCES", "ENOTDIR", ...
+function maqet.fs.stat(path) end
+
+---The absolute path with `.`, `..` and symlinks resolved; the part that does not exist yet is
+---appended as written (so a disk still to be created resolves too). Relative paths start at the
+---current directory.
+---@param path string
+---@return string
+function maqet.fs.realpath(path) end
+
+---The first executable regular file called `name` in `$PATH`; a name containing `/` is checked as it is.
+---@param name string
+---@return string|nil path
+---@return string? message  "maqet.fs.which: qemu-system-x86_64 not found in PATH"
+---@return string? code     "ENOENT", "EACCES"
+function maqet.fs.which(name) end
+
+---The current directory.
+---@return string
+function maqet.fs.cwd() end
+
+---Takes an automatic, verified backup of the state database beside it
+---(`instances.db.backup-YYYYMMDD-HHMMSS`, pruned to the newest `$MAQET_KEEP_BACKUPS`, default 5)
+---and returns its path. Destructive workflows (apply, rm) call it first, so `maqet db restore`
+---undoes them. It copies what is committed: call it before `db:transaction`, not inside one.
+---@return string|nil path
+---@return string? message  "maqet.backup_state: …"
+---@return string? code     "ENOSTATE" (no state database opened), "EBACKUP"
+function maqet.backup_state() end

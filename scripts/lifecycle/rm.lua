@@ -48,8 +48,10 @@ return {
             maqet.error("nothing removed", "refused")
         end
 
-        local backup
-        if maqet.backup_state then backup = maqet.backup_state() end
+        local backup, backup_error = maqet.backup_state()
+        if not backup then
+            maqet.error("nothing removed: the automatic backup of the state failed: " .. tostring(backup_error), "failure")
+        end
 
         if #running > 0 then
             for _, r in ipairs(vm.stop_rows(running, { force = true })) do

@@ -1,0 +1,594 @@
+-- scripts/lib/config.lua: what a VM definition is. Reading YAML files, merging them, validating
+-- the result, and reading stored definitions back. Used by `maqet add`, `maqet apply` and every
+-- workflow that needs a VM's config (`local config = require("maqet.lib.config")`).
+--
+-- Edit a copy in $XDG_CONFIG_HOME/maqet/scripts/lib/config.lua to change the rules (allow another
+-- key, another storage type, other system directories). docs/configuration.md describes them.
+
+---@class maqet.lib.config
+local config = {}
+
+--- Top-level keys maqet knows. Any other key is kept, with a warning naming it.
+config.KNOWN_KEYS = {
+    name = true, binary = true, memory = true, cpu = true, display = true, vga = true,
+    arguments = true, storage = true, description = true, tags = true,
+}
+
+--- Keys a storage item may have.
+config.STORAGE_KEYS = {
+    name = true, type = true, file = true, size = true, interface = true, backing_file = true,
+    path = true, mount_tag = true, security_model = true, readonly = true, options = true,
+}
+
+--- Storage types: disk images (need `file`) and shared folders (need `path`).
+config.STORAGE_TYPES = { qcow2 = "image", raw = "image", virtfs = "folder" }
+
+--- QEMU binary used when a config names none (looked up in PATH).
+config.DEFAULT_BINARY = "qemu-system-x86_64"
+
+--- Storage may not be `/` itself, nor in these directories or below them.
+config.SYSTEM_DIRECTORIES = {
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
+    "/sys", "/usr",
+}
+
+local null = maqet.json.null
+
+-- ---------------------------------------------------------------------------------------------
+-- Small helpers
+-- ---------------------------------------------------------------------------------------------
+
+---@param v any
+---@return boolean
+local function is_array(v)
+    if type(v) ~= "table" then return false end
+    local mt = getmetatable(v)
+    if mt and mt.__jsontype == "array" then return true end
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    return n > 0 and n == #v
+end
+config.is_array = is_array
+
+---@param v any
+---@return boolean
+local function is_mapping(v)
+    return type(v) == "table" and not is_array(v)
+end
+config.is_mapping = is_mapping
+
+--- A deep copy; arrays stay marked as arrays (so `[]` stays `[]` in JSON).
+---@generic T
+---@param v T
+---@return T
+local function copy(v)
+    if type(v) ~= "table" then return v end
+    local out = {}
+    for k, x in pairs(v) do out[k] = copy(x) end
+    if is_array(v) then maqet.json.array(out) end
+    return out
+end
+config.copy = copy
+
+--- Lexically normalised absolute path: `dir/./a/../b` → `dir/b`; `~/x` → `$HOME/x`.
+---@param path string
+---@param base string directory a relative path is taken from
+---@return string
+function config.absolute(path, base)
+    if path == "~" or path:sub(1, 2) == "~/" then
+        path = (os.getenv("HOME") or "") .. path:sub(2)
+    elseif path:sub(1, 1) ~= "/" then
+        path = base .. "/" .. path
+    end
+    local parts = {}
+    for part in path:gmatch("[^/]+") do
+        if part == ".." then
+            parts[#parts] = nil
+        elseif part ~= "." then
+            parts[#parts + 1] = part
+        end
+    end
+    return "/" .. table.concat(parts, "/")
+end
+
+---@param path string
+---@return string
+local function directory_of(path)
+    return path:match("^(.*)/[^/]*$") or "."
+end
+
+--- A value for messages: strings quoted, tables as JSON.
+local function show(v)
+    if type(v) == "string" then return ("'%s'"):format(v) end
+    if type(v) == "table" then return maqet.json.encode(v) end
+    if v == null then return "null" end
+    return tostring(v)
+end
+config.show = show
+
+-- ---------------------------------------------------------------------------------------------
+-- Names, sizes, memory
+-- ---------------------------------------------------------------------------------------------
+
+--- Whether `name` can name a VM: `[A-Za-z0-9._-]`, 1 to 64 characters, not starting with `-` or `.`.
+---@param name any
+---@return boolean ok
+---@return string? reason  why not, for a message
+function config.name_ok(name)
+    if type(name) ~= "string" then return false, "a VM name must be a string" end
+    if #name == 0 then return false, "a VM name must not be empty" end
+    if #name > 64 then return false, ("a VM name has at most 64 characters (this one has %d)"):format(#name) end
+    if name:find("[^A-Za-z0-9._-]") then
+        return false, ("VM name '%s' may only contain letters, digits, '.', '_' and '-'"):format(name)
+    end
+    if name:find("^[-.]") then return false, ("VM name '%s' must not start with '-' or '.'"):format(name) end
+    return true
+end
+
+local UNITS = { [""] = 1, K = 1024, M = 1024 ^ 2, G = 1024 ^ 3, T = 1024 ^ 4, P = 1024 ^ 5 }
+
+--- Bytes in a size: an integer (bytes) or `<number><K|M|G|T|P>` (binary units, `1.5G` allowed).
+---@param v any
+---@return integer|nil bytes
+---@return string? reason
+function config.size_bytes(v)
+    if math.type(v) == "integer" then
+        if v > 0 then return v end
+        return nil, "must be greater than 0"
+    end
+    if type(v) ~= "string" then return nil, "must be a size like 16M or 20G" end
+    local number, unit = v:match("^%s*(%d+%.?%d*)%s*([KkMmGgTtPp]?)%s*$")
+    if not number then return nil, ("%s is not a size (write it like 512M, 20G or 1.5T)"):format(show(v)) end
+    local bytes = math.floor(tonumber(number) * UNITS[unit:upper()])
+    if bytes <= 0 then return nil, ("%s must be greater than 0"):format(show(v)) end
+    return bytes
+end
+
+--- MiB of memory: an integer is MiB (like QEMU's `-m 512`), a string `512`, `512M`, `2G`, `1.5G`.
+---@param v any
+---@return number|nil mib
+---@return string? reason
+function config.memory_mib(v)
+    local bytes, reason
+    if math.type(v) == "integer" or (type(v) == "string" and v:match("^%s*%d+%.?%d*%s*$")) then
+        bytes = tonumber(v) * UNITS.M
+    else
+        bytes, reason = config.size_bytes(v)
+        if not bytes then
+            return nil, ("%s is not an amount of memory (write it like 512M, 2G, or a number of MiB)"):format(show(v))
+        end
+    end
+    if bytes < UNITS.M then return nil, ("%s is less than 1M"):format(show(v)) end
+    return bytes / UNITS.M
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Reading and merging files
+-- ---------------------------------------------------------------------------------------------
+
+--- Makes the paths in `cfg` absolute against `dir` (the directory of the file that names them):
+--- `storage[].file`, `storage[].backing_file`, `storage[].path`, and `binary` when it has a `/`.
+---@param cfg table
+---@param dir string
+function config.resolve_paths(cfg, dir)
+    if type(cfg.binary) == "string" and cfg.binary:find("/", 1, true) then
+        cfg.binary = config.absolute(cfg.binary, dir)
+    end
+    if type(cfg.storage) == "table" then
+        for _, item in ipairs(cfg.storage) do
+            if type(item) == "table" then
+                for _, key in ipairs({ "file", "backing_file", "path" }) do
+                    if type(item[key]) == "string" and item[key] ~= "" then
+                        item[key] = config.absolute(item[key], dir)
+                    end
+                end
+            end
+        end
+    end
+end
+
+--- Reads one YAML file into a table with its paths resolved. Raises `maqet.error` naming the file
+--- ("not_found" when it cannot be read, "usage" when it is not a YAML mapping).
+---@param path string
+---@return table cfg
+function config.load_file(path)
+    path = config.absolute(path, maqet.fs.cwd())
+    local cfg, message, code = maqet.yaml.load_file(path)
+    if cfg == nil then
+        message = message:gsub("^maqet%.yaml%.load_file ", "")
+        if code == "EYAML" then
+            maqet.error(("invalid YAML in %s"):format(message), "usage")
+        end
+        maqet.error(("cannot read config file %s"):format(message), "not_found")
+    end
+    if cfg == null then cfg = {} end -- an empty file
+    if type(cfg) ~= "table" or is_array(cfg) then
+        maqet.error(("%s: a VM config must be a mapping of keys (binary:, memory:, ...), not %s"):format(
+            path, type(cfg) == "table" and "a list" or show(cfg)), "usage")
+    end
+    setmetatable(cfg, nil)
+    config.resolve_paths(cfg, directory_of(path))
+    return cfg
+end
+
+--- The key an `arguments` item merges by: a flag string is its own key, a one-key mapping its key.
+---@param item any
+---@return string|nil
+function config.argument_key(item)
+    if type(item) == "string" then return item end
+    if is_mapping(item) then
+        local key = next(item)
+        if key ~= nil and next(item, key) == nil then return tostring(key) end
+    end
+    return nil
+end
+
+--- Merges a list of items by key: an item whose key is already there replaces it in place, new
+--- keys are appended; `merge_item(old, new)` makes the replacement. Items without a key are appended.
+local function merge_list(base, over, key_of, merge_item)
+    local out, index = maqet.json.array(), {}
+    for _, item in ipairs(base) do
+        out[#out + 1] = copy(item)
+        local key = key_of(item)
+        if key ~= nil then index[key] = #out end
+    end
+    for _, item in ipairs(over) do
+        local key = key_of(item)
+        if key ~= nil and index[key] then
+            out[index[key]] = merge_item(out[index[key]], item)
+        else
+            out[#out + 1] = copy(item)
+            if key ~= nil then index[key] = #out end
+        end
+    end
+    return out
+end
+
+local function storage_key(item)
+    if is_mapping(item) and type(item.name) == "string" then return item.name end
+    return nil
+end
+
+--- `over` merged into `base` (neither is changed): mappings merge deeply, other values from `over`
+--- win, `null` removes a key, `storage` items merge by `name`, `arguments` items by their key.
+---@param base table
+---@param over table
+---@param path? string  where in the config this is ("" at the top)
+---@return table
+function config.merge(base, over, path)
+    path = path or ""
+    local out = copy(base)
+    for key, value in pairs(over) do
+        local old = out[key]
+        if value == null then
+            out[key] = nil
+        elseif path == "" and key == "storage" and is_array(old) and is_array(value) then
+            out[key] = merge_list(old, value, storage_key, function(a, b)
+                if is_mapping(a) and is_mapping(b) then return config.merge(a, b, "storage.") end
+                return copy(b)
+            end)
+        elseif path == "" and key == "arguments" and is_array(old) and is_array(value) then
+            out[key] = merge_list(old, value, config.argument_key, function(_, b) return copy(b) end)
+        elseif is_mapping(old) and is_mapping(value) then
+            out[key] = config.merge(old, value, path .. key .. ".")
+        else
+            out[key] = copy(value)
+        end
+    end
+    return out
+end
+
+--- Reads `paths` in order and merges them (later files win). Returns the merged config and
+--- `origins`: which file last set each top-level key (`origins.memory`), storage item
+--- (`origins["storage:hdd"]`) and argument (`origins["arguments:machine"]`), for messages.
+---@param paths string[]
+---@return table cfg
+---@return table<string, string> origins
+function config.load_files(paths)
+    local merged, origins = {}, {}
+    for _, path in ipairs(paths) do
+        local cfg = config.load_file(path)
+        local absolute = config.absolute(path, maqet.fs.cwd())
+        for key in pairs(cfg) do origins[key] = absolute end
+        for _, item in ipairs(type(cfg.storage) == "table" and cfg.storage or {}) do
+            local name = storage_key(item)
+            if name then origins["storage:" .. name] = absolute end
+        end
+        for _, item in ipairs(type(cfg.arguments) == "table" and cfg.arguments or {}) do
+            local key = config.argument_key(item)
+            if key then origins["arguments:" .. key] = absolute end
+        end
+        merged = config.merge(merged, cfg)
+    end
+    return merged, origins
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Validation
+-- ---------------------------------------------------------------------------------------------
+
+--- Raises the one-line usage error for `key`: "FILE: key: problem" (the file when known).
+local function refuse(origins, origin_key, key, problem)
+    local file = origins and origins[origin_key]
+    local where = file and (file .. ": ") or ""
+    maqet.error(("%s%s: %s"):format(where, key, problem), "usage")
+end
+
+--- Whether an absolute, resolved path is a system directory or inside one.
+---@param path string
+---@return string|nil directory  the system directory it is in
+function config.system_directory(path)
+    if path == "/" then return "/" end
+    for _, dir in ipairs(config.SYSTEM_DIRECTORIES) do
+        if path == dir or path:sub(1, #dir + 1) == dir .. "/" then return dir end
+    end
+    return nil
+end
+
+--- The binary a config runs: its `binary` (resolved through PATH when it has no `/`), else
+--- `qemu-system-x86_64` from PATH. Returns nil and a reason when it is missing or not executable.
+---@param cfg table
+---@return string|nil path
+---@return string? reason
+function config.binary_path(cfg)
+    local binary = cfg.binary or config.DEFAULT_BINARY
+    if binary:find("/", 1, true) then
+        local info = maqet.fs.stat(binary)
+        if not info then return nil, ("%s does not exist"):format(binary) end
+        if info.type ~= "file" then return nil, ("%s is a %s, not a program"):format(binary, info.type) end
+        if not info.executable then return nil, ("%s is not executable (chmod +x it, or name another binary)"):format(binary) end
+        return binary
+    end
+    local found = maqet.fs.which(binary)
+    if not found then return nil, ("%s not found in PATH (install QEMU, or give its full path)"):format(binary) end
+    return found
+end
+
+local function check_scalar_argument_value(v)
+    local t = type(v)
+    return t == "string" or t == "number" or t == "boolean" or v == null
+end
+
+local function validate_arguments(args, origins)
+    if not is_array(args) and not (type(args) == "table" and next(args) == nil) then
+        refuse(origins, "arguments", "arguments", "must be a list (- machine: q35, - no-reboot, ...)")
+    end
+    for i, item in ipairs(args) do
+        local key = config.argument_key(item)
+        local where = "arguments[" .. i .. "]"
+        if type(item) == "string" then
+            if item == "" then refuse(origins, "arguments", where, "an empty flag") end
+        elseif key == nil then
+            refuse(origins, "arguments", where,
+                ("%s must be a flag (no-reboot) or a mapping with one key (machine: q35)"):format(show(item)))
+        else
+            local value = item[key]
+            if is_mapping(value) then
+                for k, v in pairs(value) do
+                    if not check_scalar_argument_value(v) then
+                        refuse(origins, "arguments:" .. key, where, ("%s.%s must be a string, number or boolean"):format(key, k))
+                    end
+                end
+            elseif not check_scalar_argument_value(value) then
+                refuse(origins, "arguments:" .. key, where,
+                    ("the value of %s must be a string, number, boolean or a mapping (order: n)"):format(key))
+            end
+        end
+    end
+end
+
+local function check_storage_path(origins, origin, where, key, path)
+    if type(path) ~= "string" or path == "" then
+        refuse(origins, origin, where, ("%s must be a path"):format(key))
+    end
+    local real = maqet.fs.realpath(path)
+    local system = config.system_directory(real)
+    if system then
+        local shown = real == path and path or ("%s (%s)"):format(path, real)
+        refuse(origins, origin, where,
+            ("%s %s is in the system directory %s; keep disks and shared folders elsewhere"):format(key, shown, system))
+    end
+end
+
+local function validate_storage(storage, origins)
+    if not is_array(storage) and not (type(storage) == "table" and next(storage) == nil) then
+        refuse(origins, "storage", "storage", "must be a list of items (- name: hdd ...)")
+    end
+    local seen = {}
+    for i, item in ipairs(storage) do
+        if not is_mapping(item) then
+            refuse(origins, "storage", "storage[" .. i .. "]", "must be a mapping (name:, type:, file:, ...)")
+        end
+        if type(item.name) ~= "string" or item.name == "" then
+            refuse(origins, "storage", "storage[" .. i .. "]", "name is required (each storage item needs a unique name)")
+        end
+        local origin = "storage:" .. item.name
+        local where = ("storage '%s'"):format(item.name)
+        if seen[item.name] then refuse(origins, origin, where, "the name is used twice") end
+        seen[item.name] = true
+        local kind = config.STORAGE_TYPES[item.type]
+        if not kind then
+            local types = {}
+            for t in pairs(config.STORAGE_TYPES) do types[#types + 1] = t end
+            table.sort(types)
+            refuse(origins, origin, where, ("type %s is not one of %s"):format(
+                item.type == nil and "(missing)" or show(item.type), table.concat(types, ", ")))
+        end
+        for key in pairs(item) do
+            if not config.STORAGE_KEYS[key] then
+                maqet.log.warn(("%sstorage '%s': unknown key '%s' (kept, but maqet does not use it)"):format(
+                    origins and origins[origin] and (origins[origin] .. ": ") or "", item.name, key))
+            end
+        end
+        if kind == "image" then
+            check_storage_path(origins, origin, where, "file", item.file)
+            if item.backing_file ~= nil then
+                if item.type ~= "qcow2" then refuse(origins, origin, where, "backing_file needs type qcow2") end
+                check_storage_path(origins, origin, where, "backing_file", item.backing_file)
+            end
+            if item.size ~= nil then
+                local _, reason = config.size_bytes(item.size)
+                if reason then refuse(origins, origin, where, "size " .. reason) end
+            end
+        else
+            check_storage_path(origins, origin, where, "path", item.path)
+            for _, key in ipairs({ "mount_tag", "security_model" }) do
+                if item[key] ~= nil and type(item[key]) ~= "string" then
+                    refuse(origins, origin, where, key .. " must be a string")
+                end
+            end
+        end
+        if item.interface ~= nil and type(item.interface) ~= "string" then
+            refuse(origins, origin, where, "interface must be a string (virtio, ide, scsi, ...)")
+        end
+    end
+end
+
+--- Checks a merged config. Returns a normalised copy (lists marked as arrays; `cpu: "2"` → 2) or
+--- raises `maqet.error(..., "usage")` with one line naming the key (and the file, from
+--- `origins`, when known). Unknown top-level keys are kept and logged as warnings.
+---@param cfg table
+---@param origins? table<string, string>  from config.load_files
+---@return table cfg
+function config.validate(cfg, origins)
+    if not is_mapping(cfg) and next(cfg) ~= nil then
+        maqet.error("a VM config must be a mapping of keys (binary:, memory:, ...)", "usage")
+    end
+    local out = copy(cfg)
+    setmetatable(out, nil)
+    local keys = {}
+    for key in pairs(out) do keys[#keys + 1] = tostring(key) end
+    table.sort(keys)
+    for _, key in ipairs(keys) do
+        -- With `origins`, only keys that came from the files or flags warn (not ones already stored).
+        if not config.KNOWN_KEYS[key] and (origins == nil or origins[key] ~= nil) then
+            local file = origins and origins[key]
+            maqet.log.warn(("%sunknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(
+                file and (file .. ": ") or "", key,
+                "name, binary, memory, cpu, display, vga, arguments, storage, description, tags"))
+        end
+    end
+
+    if out.name ~= nil then
+        local ok, reason = config.name_ok(out.name)
+        if not ok then refuse(origins, "name", "name", reason) end
+    end
+    if out.binary ~= nil and (type(out.binary) ~= "string" or out.binary == "") then
+        refuse(origins, "binary", "binary", "must be a program name or path")
+    end
+    local _, reason = config.binary_path(out)
+    if reason then refuse(origins, "binary", "binary", reason) end
+
+    if out.memory ~= nil then
+        local _, why = config.memory_mib(out.memory)
+        if why then refuse(origins, "memory", "memory", why) end
+    end
+    if out.cpu ~= nil then
+        local cpu = out.cpu
+        if type(cpu) == "string" and cpu:match("^%d+$") then cpu = math.tointeger(tonumber(cpu)) end
+        if math.type(cpu) ~= "integer" or cpu < 1 then
+            refuse(origins, "cpu", "cpu", ("%s is not a positive whole number of CPUs"):format(show(out.cpu)))
+        end
+        out.cpu = cpu
+    end
+    for _, key in ipairs({ "display", "vga", "description" }) do
+        if out[key] ~= nil and type(out[key]) ~= "string" then
+            refuse(origins, key, key, ("must be a string, not %s"):format(show(out[key])))
+        end
+    end
+    if out.tags ~= nil then
+        if not is_array(out.tags) and not (type(out.tags) == "table" and next(out.tags) == nil) then
+            refuse(origins, "tags", "tags", "must be a list of strings")
+        end
+        for _, tag in ipairs(out.tags) do
+            if type(tag) ~= "string" then refuse(origins, "tags", "tags", ("%s is not a string"):format(show(tag))) end
+        end
+        maqet.json.array(out.tags)
+    end
+    if out.arguments ~= nil then
+        validate_arguments(out.arguments, origins)
+        maqet.json.array(out.arguments)
+    end
+    if out.storage ~= nil then
+        validate_storage(out.storage, origins)
+        maqet.json.array(out.storage)
+    end
+    return out
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Identities
+-- ---------------------------------------------------------------------------------------------
+
+--- `n` random bytes (from /dev/urandom; math.random when it cannot be read).
+local function random_bytes(n)
+    local f = io.open("/dev/urandom", "rb")
+    local bytes = f and f:read(n)
+    if f then f:close() end
+    if bytes and #bytes == n then return { bytes:byte(1, n) } end
+    local out = {}
+    for i = 1, n do out[i] = math.random(0, 255) end
+    return out
+end
+
+--- A random UUID (version 4), lowercase: "6867403f-efdd-4f05-8f75-192b516aec1e".
+---@return string
+function config.new_id()
+    local b = random_bytes(16)
+    b[7] = (b[7] & 0x0f) | 0x40 -- version 4
+    b[9] = (b[9] & 0x3f) | 0x80 -- RFC 4122 variant
+    local hex = {}
+    for i = 1, 16 do hex[i] = ("%02x"):format(b[i]) end
+    local s = table.concat(hex)
+    return ("%s-%s-%s-%s-%s"):format(s:sub(1, 8), s:sub(9, 12), s:sub(13, 16), s:sub(17, 20), s:sub(21, 32))
+end
+
+--- "vm-" and 8 hex digits, not used by another VM in `db`.
+---@param db maqet.Database
+---@return string
+function config.generated_name(db)
+    for _ = 1, 100 do
+        local b = random_bytes(4)
+        local name = ("vm-%02x%02x%02x%02x"):format(b[1], b[2], b[3], b[4])
+        if not db:scalar("SELECT 1 FROM vm_instances WHERE name = ?", name) then return name end
+    end
+    maqet.error("could not generate an unused VM name; give one with --name")
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Stored definitions
+-- ---------------------------------------------------------------------------------------------
+
+--- A stored `config_data` text as a table (`{}` for empty or invalid text).
+---@param text string|nil
+---@return table
+function config.decode(text)
+    if type(text) ~= "string" or text == "" then return {} end
+    local cfg = maqet.json.decode(text)
+    if type(cfg) ~= "table" then return {} end
+    return setmetatable(cfg, nil)
+end
+
+--- The row of VM `name` and its config as a table, or nil when there is none.
+---@param db maqet.Database
+---@param name string
+---@return table|nil row   every column of vm_instances
+---@return table? cfg      row.config_data decoded
+function config.stored(db, name)
+    local rows = assert(db:query("SELECT * FROM vm_instances WHERE name = ?", name))
+    local row = rows[1]
+    if not row then return nil end
+    return row, config.decode(row.config_data)
+end
+
+--- The config as stored in `config_data`: JSON with sorted keys, without `name` (the row's
+--- `name` column is the VM's name).
+---@param cfg table
+---@return string
+function config.encode(cfg)
+    local stored = copy(cfg)
+    stored.name = nil
+    return maqet.json.encode(stored)
+end
+
+return config
