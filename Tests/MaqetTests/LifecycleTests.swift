@@ -105,7 +105,17 @@ final class LifecycleTests: XCTestCase {
 
     func testStartStatusQmpAndStopThatFallsThroughToQuit() throws {
         let sandbox = makeSandbox()
-        insertVM(sandbox, "web", Self.q35)
+        let config = sandbox.write("web.yaml", """
+            name: web
+            memory: 64M
+            cpu: 1
+            display: none
+            vga: none
+            arguments:
+              - machine: q35
+              - accel: kvm
+            """)
+        sandbox.maqet(["add", config]).assertExit(0)
         let started = sandbox.maqet(["start", "web"])
         started.assertExit(0)
         assertContains(started.stdout, "web: running")
@@ -366,13 +376,25 @@ final class LifecycleTests: XCTestCase {
 
     func testRmRefusesRunningAndDeleteStorageDeletesCreatedDisks() throws {
         let sandbox = makeSandbox()
-        let disk = sandbox.root.file("disks-hdd.qcow2")
-        let mine = sandbox.write("mine.raw", "not maqet's")
-        insertVM(sandbox, "disky", """
-            {"display": "none", "memory": "64M", "arguments": [{"machine": "q35"}, {"accel": "kvm"}],
-             "storage": [{"name": "hdd", "type": "qcow2", "size": "16M", "file": "\(disk)"},
-                         {"name": "mine", "type": "raw", "file": "\(mine)"}]}
+        let disk = sandbox.root.file("vms/disks/hdd.qcow2")
+        let mine = sandbox.write("vms/mine.raw", "not maqet's")
+        let config = sandbox.write("vms/disky.yaml", """
+            memory: 64M
+            display: none
+            arguments:
+              - machine: q35
+              - accel: kvm
+            storage:
+              - name: hdd
+                type: qcow2
+                size: 16M
+                file: disks/hdd.qcow2
+              - name: mine
+                type: raw
+                file: mine.raw
             """)
+        sandbox.maqet(["add", config, "--name", "disky"]).assertExit(0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: disk), "created on first start, not by add")
         insertVM(sandbox, "other")
         start(sandbox, "disky")
         XCTAssertTrue(FileManager.default.fileExists(atPath: disk))
@@ -389,8 +411,11 @@ final class LifecycleTests: XCTestCase {
         assertContains(noTerminal.stderr, "Remove 2 VMs: refused without a terminal to ask on; add --yes")
         XCTAssertEqual(column(sandbox, "disky", "status"), "running")
 
+        let backupsBefore = sandbox.automaticBackups
         let removed = sandbox.maqet(["rm", "disky", "--force", "--delete-storage"])
         removed.assertExit(0)
+        let backups = sandbox.automaticBackups.filter { !backupsBefore.contains($0) }
+        XCTAssertEqual(backups.count, 1, "rm takes an automatic backup first: \(sandbox.automaticBackups)")
         XCTAssertEqual(removed.stdout, "removed disky\ndeleted \(disk)\n")
         XCTAssertFalse(FileManager.default.fileExists(atPath: disk))
         XCTAssertTrue(FileManager.default.fileExists(atPath: mine), "an image maqet did not create is never deleted")
@@ -401,6 +426,12 @@ final class LifecycleTests: XCTestCase {
         all.assertExit(0)
         XCTAssertEqual(all.stdout, "removed other\n")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM vm_instances"), "0\n")
+
+        // The backup rm took undoes the removal.
+        if let backup = backups.first {
+            sandbox.maqet(["db", "restore", (sandbox.dataDir as NSString).appendingPathComponent(backup)]).assertExit(0)
+            XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT name, status FROM vm_instances ORDER BY name"), "disky|stopped\nother|created\n")
+        }
     }
 
     func testQemuImgFailureIsReported() {

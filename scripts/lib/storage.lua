@@ -4,7 +4,8 @@
 -- Policy:
 -- * A qcow2/raw entry whose `file` is missing and that has a `size` is created with
 --   `qemu-img create -f TYPE [-b BACKING -F FMT] FILE SIZE` and recorded in storage_registry.
--- * A missing file without a `size` is an error (nothing to create it from).
+-- * A missing file without a `size` is an error (nothing to create it from). A missing folder
+--   for a new image is created.
 -- * A file that already exists is used as it is and NOT recorded: maqet only ever deletes disk
 --   images it created itself, so `rm --delete-storage` never removes an image you brought.
 -- * virtfs shares are never created, recorded or deleted.
@@ -47,6 +48,14 @@ function storage.prepare(vm, config)
             if disk.size == nil then
                 maqet.error(("VM '%s': disk '%s' (%s) does not exist and has no 'size' to create it with"):format(
                     vm.name, disk.name or "?", disk.file), "failure")
+            end
+            local parent = disk.file:match("^(.*)/[^/]*$")
+            if parent and parent ~= "" and not exists(parent) then
+                local r = maqet.process.run({ "mkdir", "-p", "--", parent })
+                if not r or r.code ~= 0 then
+                    maqet.error(("VM '%s': cannot create the folder %s for disk %s: %s"):format(
+                        vm.name, parent, disk.file, r and r.stderr:gsub("%s+$", "") or "mkdir failed"), "failure")
+                end
             end
             local argv = { storage.qemu_img, "create", "-q", "-f", kind }
             if disk.backing_file then

@@ -1,9 +1,10 @@
 -- maqet rm NAME|--all [--force] [--yes] [--delete-storage]
--- 1. Refuses a running VM unless --force (then it is stopped with SIGKILL first).
+-- 1. Refuses a running VM unless --force.
 -- 2. --all asks "Remove N VMs? [y/N]" on a terminal unless --yes; without a terminal it needs --yes.
--- 3. Takes an automatic verified backup of the state (maqet db restore undoes the removal).
--- 4. Deletes the rows (and their storage_registry entries) in one transaction.
--- 5. --delete-storage then deletes the disk images maqet created for them (storage_registry)
+-- 3. With --force, kills the running VMs and waits until they have exited.
+-- 4. Takes an automatic verified backup of the state (maqet db restore undoes the removal).
+-- 5. Deletes the rows (and their storage_registry entries) in one transaction.
+-- 6. --delete-storage then deletes the disk images maqet created for them (storage_registry)
 --    and lists them; images you brought yourself are never recorded, so never deleted.
 local vm = require("maqet.lib.vm")
 local storage = require("maqet.lib.storage")
@@ -48,15 +49,17 @@ return {
             maqet.error("nothing removed", "refused")
         end
 
-        local backup, backup_error = maqet.backup_state()
-        if not backup then
-            maqet.error("nothing removed: the automatic backup of the state failed: " .. tostring(backup_error), "failure")
-        end
-
         if #running > 0 then
             for _, r in ipairs(vm.stop_rows(running, { force = true })) do
                 if r.error then maqet.error(("VM '%s' %s; nothing removed"):format(r.name, r.error), "failure") end
             end
+        end
+
+        -- The backup is taken after --force has stopped the VMs (so a restore brings them back as
+        -- stopped, which is the truth) and before anything is deleted.
+        local backup, backup_error = maqet.backup_state()
+        if not backup then
+            maqet.error("nothing removed: the automatic backup of the state failed: " .. tostring(backup_error), "failure")
         end
 
         local files = {}
