@@ -218,6 +218,69 @@ final class LifecycleTests: XCTestCase {
         XCTAssertEqual(processes(of: sandbox), [])
     }
 
+    func testARowNamingAReusedPidIsRecordedCrashedAndTheProcessIsLeftAlone() throws {
+        let sandbox = makeSandbox()
+        let id = insertVM(sandbox, "stale")
+        // Another program now has the pid the row names (as after a reboot or pid reuse).
+        let other = Process()
+        other.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        other.arguments = ["60"]
+        try other.run()
+        defer { other.terminate(); other.waitUntilExit() }
+        let dir = sandbox.home + "/xdg-runtime/maqet/" + id.prefix(12)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        sandbox.write("xdg-runtime/maqet/\(id.prefix(12))/qmp.sock", "stale")
+        _ = sqlite3(sandbox.databasePath, """
+            UPDATE vm_instances SET status = 'running', pid = \(other.processIdentifier), runner_pid = NULL,
+              qmp_socket_path = '\(dir)/qmp.sock' WHERE name = 'stale'
+            """)
+
+        let stop = sandbox.maqet(["stop", "stale", "--force"])
+        stop.assertExit(0)
+        XCTAssertEqual(stop.stdout, "stale: not running (status crashed)\n")
+        XCTAssertTrue(other.isRunning, "a process that merely has the recorded pid is never signalled")
+        XCTAssertEqual(column(sandbox, "stale", "status"), "crashed")
+        XCTAssertEqual(column(sandbox, "stale", "pid"), "")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir), "the dead VM's runtime directory is removed")
+        let log = try String(contentsOfFile: sandbox.dataDir + "/logs/stale.log", encoding: .utf8)
+        assertContains(log, "recorded crashed: QEMU (pid \(other.processIdentifier)) is gone")
+        XCTAssertEqual(sandbox.maqet(["ls", "--format", "plain"]).stdout.split(separator: " ").prefix(3), ["stale", "crashed", "-"])
+    }
+
+    func testQuitFromOutsideIsRecordedStopped() throws {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "outside")
+        start(sandbox, "outside")
+        let pid = try XCTUnwrap(status(sandbox, "outside")["pid"] as? Int)
+        XCTAssertGreaterThan(try XCTUnwrap(status(sandbox, "outside")["uptime_s"] as? Int), -1)
+        sandbox.maqet(["qmp", "outside", "quit"]).assertExit(0)
+        XCTAssertTrue(eventually { self.column(sandbox, "outside", "status") == "stopped" })
+        XCTAssertFalse(isAlive(pid))
+        let after = status(sandbox, "outside")
+        XCTAssertEqual(after["status"] as? String, "stopped")
+        XCTAssertNotNil(after["last_log"] as? String)
+    }
+
+    func testRmAllAsksOnATerminal() {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "one")
+        insertVM(sandbox, "two")
+        func rmAll(answer: String) -> CLIResult {
+            let command = "'\(maqetBinary)' --maqet-data-dir '\(sandbox.dataDir)' rm --all"
+            return runProcess("/usr/bin/script", ["-qec", command, "/dev/null"],
+                              environment: testEnvironment(home: sandbox.home), stdin: answer + "\n")
+        }
+        let no = rmAll(answer: "n")
+        no.assertExit(3)
+        assertContains(no.stdout, "Remove 2 VMs? [y/N]")
+        assertContains(no.stdout, "maqet: nothing removed")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM vm_instances"), "2\n")
+        let yes = rmAll(answer: "y")
+        yes.assertExit(0)
+        assertContains(yes.stdout, "removed one")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM vm_instances"), "0\n")
+    }
+
     func testTenVMsStartedAtOnceAllRunAndAllStop() throws {
         let sandbox = makeSandbox()
         let names = (0..<10).map { "vm\($0)" }

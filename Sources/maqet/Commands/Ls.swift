@@ -56,7 +56,12 @@ extension Maqet {
             guard case .integer(1)? = active else { return }
             let runtime = global.makeRuntime()
             runtime.exposeStateDatabase(database)
-            _ = try withExtendedLifetime(runtime) { try runtime.runWorkflow("lifecycle/reconcile.lua") }
+            do {
+                _ = try withExtendedLifetime(runtime) { try runtime.runWorkflow("lifecycle/reconcile.lua") }
+            } catch let error as MaqetError {
+                // A broken edited reconcile.lua must not hide the list: say so, list the rows as stored.
+                global.notice("warning: the running VMs were not checked (\(error.message)); statuses are as recorded")
+            }
         }
 
         private func bind(_ statement: Statement) throws {
