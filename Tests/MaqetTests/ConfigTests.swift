@@ -313,3 +313,87 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(vmRows(sandbox.databasePath, columns: ["name", "config_path", "status"]), "'fresh'|'\(config("base.yaml"))'|'created'\n")
     }
 }
+
+/// The host functions behind the config library: maqet.fs and maqet.backup_state.
+final class ConfigHostFunctionTests: XCTestCase {
+    func testFileSystemFunctions() {
+        let sandbox = Sandbox()
+        sandbox.write("prog", "#!/bin/sh\n")
+        chmod(sandbox.root.file("prog"), 0o755)
+        sandbox.write("data.txt", "x")
+        symlink("/etc", sandbox.root.file("etc-link"))
+        let result = sandbox.runScript("""
+            local info = assert(maqet.fs.stat("prog"))
+            print(info.type, info.size, info.executable, info.readable, ("%o"):format(info.mode))
+            print(maqet.fs.stat("data.txt").executable, maqet.fs.stat(".").type)
+            print(maqet.fs.stat("missing"))
+            print(maqet.fs.realpath("etc-link/x/../y.qcow2"), maqet.fs.realpath("/tmp/../usr/./lib") )
+            print(maqet.fs.realpath("new/disk.qcow2") == maqet.fs.cwd() .. "/new/disk.qcow2")
+            print(maqet.fs.which("sh") ~= nil, maqet.fs.which("./prog"))
+            print(maqet.fs.which("no-such-program-here"))
+            print(maqet.fs.which("./data.txt"))
+            """)
+        result.assertExit(0)
+        let home = URL(fileURLWithPath: sandbox.home).resolvingSymlinksInPath().path
+        XCTAssertEqual(result.stdout, """
+            file\t10\ttrue\ttrue\t755
+            false\tdirectory
+            nil\tmaqet.fs.stat missing: No such file or directory\tENOENT
+            /etc/y.qcow2\t/usr/lib
+            true
+            true\t./prog
+            nil\tmaqet.fs.which: no-such-program-here not found in PATH\tENOENT
+            nil\tmaqet.fs.which: ./data.txt is not an executable file\tEACCES
+
+            """, "home \(home)")
+    }
+
+    func testBackupStateTakesAVerifiedAutomaticBackupAndPrunes() {
+        let sandbox = Sandbox()
+        sandbox.extraEnvironment["MAQET_KEEP_BACKUPS"] = "2"
+        sandbox.maqet(["add", "--empty", "--name", "one"]).assertExit(0)
+        let result = sandbox.runScript("""
+            local paths = {}
+            for i = 1, 3 do paths[i] = assert(maqet.backup_state()) end
+            for _, p in ipairs(paths) do print(p) end
+            """)
+        result.assertExit(0)
+        let printed = result.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(printed.count, 3)
+        let kept = sandbox.automaticBackups.map { (sandbox.dataDir as NSString).appendingPathComponent($0) }
+        XCTAssertEqual(kept, Array(printed.suffix(2)), "keeps the newest 2")
+        XCTAssertEqual(sqlite3(kept[1], "SELECT name FROM vm_instances"), "one\n")
+    }
+
+    func testSymlinkIntoASystemDirectoryIsRefused() {
+        let sandbox = Sandbox()
+        sandbox.maqet(["ls"]).assertExit(0)
+        symlink("/etc", sandbox.root.file("disks"))
+        let file = sandbox.write("vm.yaml", "storage:\n  - {name: hdd, type: qcow2, file: disks/hdd.qcow2}\n")
+        let before = dump(sandbox.databasePath)
+        let result = sandbox.maqet(["add", file, "--name", "x"])
+        result.assertExit(64)
+        XCTAssertEqual(result.stderr, "maqet: \(file): storage 'hdd': file \(sandbox.root.file("disks/hdd.qcow2")) (/etc/hdd.qcow2) is in the system directory /etc; keep disks and shared folders elsewhere\n")
+        XCTAssertEqual(dump(sandbox.databasePath), before)
+    }
+
+    func testArgumentFlagsMergeByThemselvesAndWarnings() {
+        let sandbox = Sandbox()
+        let a = sandbox.write("a.yaml", "arguments: [no-reboot, {machine: q35}, {nographic: ~}]\nstorage:\n  - {name: s, type: virtfs, path: share, colour: red}\n")
+        let b = sandbox.write("b.yaml", "name: other\narguments: [{machine: pc}, no-reboot, snapshot]\nmemory: .inf\n")
+        let bad = sandbox.maqet(["add", a, b, "--name", "x"])
+        bad.assertExit(64)
+        assertContains(bad.stderr, "maqet: \(b): memory: infinity and NaN cannot be stored")
+        let c = sandbox.write("c.yaml", "name: other\narguments: [{machine: pc}, no-reboot, snapshot]\n")
+        let result = sandbox.maqet(["add", a, c, "--name", "x"])
+        result.assertExit(0)
+        XCTAssertEqual(result.stderr, "maqet: warning: \(a): storage 's': unknown key 'colour' (kept, but maqet does not use it)\n")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT json_extract(config_data, '$.arguments') FROM vm_instances"),
+                       #"["no-reboot",{"machine":"pc"},{"nographic":null},"snapshot"]"# + "\n")
+
+        let renamed = sandbox.maqet(["apply", "x", c])
+        renamed.assertExit(0)
+        XCTAssertEqual(renamed.stderr, "maqet: warning: \(c): name: 'other' ignored; apply keeps the VM's name 'x'\n")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT name FROM vm_instances"), "x\n")
+    }
+}

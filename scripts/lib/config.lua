@@ -415,7 +415,7 @@ local function validate_storage(storage, origins)
                 item.type == nil and "(missing)" or show(item.type), table.concat(types, ", ")))
         end
         for key in pairs(item) do
-            if not config.STORAGE_KEYS[key] then
+            if not config.STORAGE_KEYS[key] and (origins == nil or origins[origin] ~= nil) then
                 maqet.log.warn(("%sstorage '%s': unknown key '%s' (kept, but maqet does not use it)"):format(
                     origins and origins[origin] and (origins[origin] .. ": ") or "", item.name, key))
             end
@@ -468,6 +468,16 @@ function config.validate(cfg, origins)
                 "name, binary, memory, cpu, display, vga, arguments, storage, description, tags"))
         end
     end
+
+    -- Everything must be storable as JSON: no .inf or .nan anywhere.
+    local function finite(v, where)
+        if math.type(v) == "float" and (v ~= v or v == math.huge or v == -math.huge) then
+            refuse(origins, where:match("^[^.%[]+"), where, "infinity and NaN cannot be stored (quote the value)")
+        elseif type(v) == "table" then
+            for k, x in pairs(v) do finite(x, where .. (math.type(k) == "integer" and ("[" .. k .. "]") or ("." .. k))) end
+        end
+    end
+    for _, key in ipairs(keys) do finite(out[key], key) end
 
     if out.name ~= nil then
         local ok, reason = config.name_ok(out.name)
