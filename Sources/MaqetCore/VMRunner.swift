@@ -71,11 +71,12 @@ public final class VMRunner {
 
     // MARK: Start
 
-    /// SIGTERM/SIGINT/SIGHUP arrive on a signalfd, so the event loop sees them like any other fd.
+    /// SIGTERM/SIGINT/SIGHUP (stop gracefully) and SIGUSR1 (kill QEMU now) arrive on a signalfd,
+    /// so the event loop sees them like any other descriptor.
     private func blockSignals() throws {
         var mask = sigset_t()
         sigemptyset(&mask)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&mask, s) }
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] { sigaddset(&mask, s) }
         pthread_sigmask(SIG_BLOCK, &mask, nil)
         signalFD = Syscalls.signalfd(&mask)
         if signalFD < 0 { throw SystemError(errno: errno, "signalfd") }
@@ -126,6 +127,7 @@ public final class VMRunner {
         let interrupted = { [pidFD, signalFD] in
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
         }
+        var socketSeen = false
         while true {
             if LinuxProcess.readable(pidFD, timeoutMs: 0) {
                 let exit = reapQEMU()
@@ -137,10 +139,14 @@ public final class VMRunner {
             }
             let left = deadline - monotonicMs()
             if left <= 0 {
+                if !socketSeen {
+                    throw RunnerLaunchError("QEMU did not create its QMP socket \(spec.runnerQMP) within \(spec.timeoutMs) ms (is a -chardev socket with that path in its arguments?)", code: "ETIMEDOUT")
+                }
                 throw RunnerLaunchError("QEMU did not answer on its QMP monitor within \(spec.timeoutMs) ms", code: "ETIMEDOUT")
             }
             var info = stat()
             if lstat(spec.runnerQMP, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK {
+                socketSeen = true
                 do {
                     let client = try QMPClient(path: spec.runnerQMP, timeoutMs: Int(left), shouldStop: interrupted)
                     _ = try client.execute("query-status", timeoutMs: Int(max(deadline - monotonicMs(), 1)))
@@ -208,7 +214,12 @@ public final class VMRunner {
             if fds[0].revents != 0 { return reapQEMU() }
             if fds.count > 2 && fds[2].revents != 0 { readEvents() }
             if fds[1].revents != 0, let signal = takeSignal() {
-                if stopSignal == nil {
+                if signal == SIGUSR1 {
+                    // A forced stop: no quit, no grace period; still a stop that was asked for.
+                    if stopSignal == nil { stopSignal = signal }
+                    log("SIGUSR1: killing QEMU")
+                    _ = Glibc.kill(qemuPID, SIGKILL)
+                } else if stopSignal == nil {
                     stopSignal = signal
                     log("SIG\(signalName(signal)): stopping QEMU (quit)")
                     requestQuit()

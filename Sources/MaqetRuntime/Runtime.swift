@@ -14,8 +14,8 @@ public final class Runtime {
     /// Where workflows and `maqet.lib.*` libraries come from (edited copies before built-ins).
     public let scripts: ScriptLocator
 
-    /// The state this command opened (set by `StateStore.open(_:runtime:notice:)`); the runner
-    /// launched by `maqet.runner.launch` uses the same data directory, `maqet.backup_state()` backs it up.
+    /// Where the state database lives, once the command has opened it (`StateStore.open` sets it);
+    /// `maqet.backup_state()` and `maqet.runner.launch` (the runner's data directory) need it.
     public var stateConfiguration: StateConfiguration?
 
     public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
@@ -44,14 +44,14 @@ public final class Runtime {
         ("json", JSONModule.functions),
         ("log", LogModule.functions),
         ("qmp", QMPModule.functions),
-        // ---- the per-VM runner (runner-core) ----
-        (nil, RuntimeDirModule.functions),
-        ("runner", RunnerModule.functions),
-        // ---- end runner-core ----
         // VM definitions (config branch): maqet.yaml, maqet.fs, maqet.backup_state.
         ("yaml", YAMLModule.functions),
         ("fs", FileSystemModule.functions),
         (nil, StateModule.functions),
+        // ---- the per-VM runner (runner-core) ----
+        (nil, RuntimeDirModule.functions),
+        ("runner", RunnerModule.functions),
+        // ---- end runner-core ----
     ]
 
     private func installModules() {

@@ -9,9 +9,8 @@ struct Maqet: ParsableCommand {
         discussion: ExitStatus.helpText,
         version: MaqetVersion.string,
         subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self,
+                      Add.self, Apply.self,
                       Runner.self] // hidden: maqet __runner (runner-core)
-            // config
-            + [Add.self, Apply.self]
             // lifecycle
             + [Start.self, Stop.self, Status.self, Rm.self, ShowCmd.self]
     )

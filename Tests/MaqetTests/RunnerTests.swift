@@ -142,6 +142,20 @@ final class RunnerTests: XCTestCase {
         XCTAssertNotEqual(runnerStat[3], String(getsid(0)))
         XCTAssertEqual(try XCTUnwrap(statFields(vm.pid))[1], String(vm.runnerPID), "QEMU's parent is the runner")
 
+        // The runner inherited nothing from the command that started it: stdin/stdout /dev/null,
+        // stderr its log, no pipe (the ready pipe is closed once it reported).
+        func fdTarget(_ pid: pid_t, _ fd: String) -> String {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "?"
+        }
+        let runnerFDs = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(vm.runnerPID)/fd")
+        XCTAssertEqual(fdTarget(vm.runnerPID, "0"), "/dev/null")
+        XCTAssertEqual(fdTarget(vm.runnerPID, "1"), "/dev/null")
+        XCTAssertEqual(fdTarget(vm.runnerPID, "2"), vm.dir + "/runner.log")
+        let runnerTargets = runnerFDs.map { fdTarget(vm.runnerPID, $0) }
+        XCTAssertFalse(runnerTargets.contains { $0.hasPrefix("pipe:") }, "\(runnerTargets)")
+        XCTAssertEqual(fdTarget(vm.pid, "0"), "/dev/null")
+        XCTAssertEqual(fdTarget(vm.pid, "2"), vm.dir + "/qemu.log")
+
         // Modes: directories 0700, sockets and the spec 0600.
         XCTAssertEqual(mode(rt), 0o700)
         XCTAssertEqual(mode(vm.dir), 0o700)
@@ -206,9 +220,24 @@ final class RunnerTests: XCTestCase {
         let silent = launch("silent0000000001", options: #"{"argv": ["\#(silentBinary)", "60"], "timeout_ms": 300}"#)
         XCTAssertFalse(silent.ok)
         XCTAssertEqual(silent.code, "ETIMEDOUT")
+        assertContains(silent.error, "did not create its QMP socket")
         assertContains(silent.error, "within 300 ms")
         XCTAssertEqual(row("silent0000000001"), "created|||")
         XCTAssertTrue(eventually { processes(mentioning: silentBinary).isEmpty })
+    }
+
+    func testAStoppedScriptCancelsAStartInProgress() {
+        // A "QEMU" that never opens its monitor, a long start timeout, and --timeout on the script:
+        // launch returns when the script is stopped, and nothing is left running.
+        let silentBinary = sandbox.home + "/never-answers"
+        XCTAssertEqual(symlink("/bin/sleep", silentBinary), 0)
+        sandbox.write("launch.lua", launchScript)
+        let result = sandbox.maqet(["run", "--timeout", "0.5", "launch.lua", "cancel0000000001", "none",
+                                    #"{"argv": ["\#(silentBinary)", "60"], "timeout_ms": 60000}"#], cwd: sandbox.home)
+        result.assertExit(124)
+        assertContains(result.stderr, "--timeout")
+        XCTAssertEqual(row("cancel0000000001"), "created|||")
+        XCTAssertTrue(eventually { processes(mentioning: sandbox.home).isEmpty })
     }
 
     func testLaunchMisuseRaises() {
@@ -277,6 +306,30 @@ final class RunnerTests: XCTestCase {
         XCTAssertTrue(eventually { isGone(vm.runnerPID) && !FileManager.default.fileExists(atPath: vm.dir) })
         let history = (try? String(contentsOfFile: sandbox.dataDir + "/logs/vm-term000000000001.log", encoding: .utf8)) ?? ""
         assertContains(history, "after the runner got SIGTERM")
+    }
+
+    func testSIGUSR1ToTheRunnerKillsQEMUAndRecordsStopped() {
+        let vm = launch("usr1000000000001")
+        XCTAssertTrue(vm.ok, vm.error)
+        kill(vm.runnerPID, SIGUSR1)
+        XCTAssertTrue(eventually { row("usr1000000000001") == "stopped|||" }, row("usr1000000000001"))
+        XCTAssertTrue(eventually { isGone(vm.pid) && isGone(vm.runnerPID) })
+        let history = (try? String(contentsOfFile: sandbox.dataDir + "/logs/vm-usr1000000000001.log", encoding: .utf8)) ?? ""
+        assertContains(history, "stopped: QEMU was killed by signal 9 (SIGKILL) after the runner got SIGUSR1")
+    }
+
+    func testAnIdleRunnerDoesNotWakeUp() throws {
+        let vm = launch("idle000000000001")
+        XCTAssertTrue(vm.ok, vm.error)
+        func switches() -> String {
+            let status = (try? String(contentsOfFile: "/proc/\(vm.runnerPID)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").filter { $0.hasPrefix("voluntary_ctxt_switches") }.joined()
+        }
+        XCTAssertEqual(try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: "/proc/\(vm.runnerPID)/task")).count, 1, "one thread")
+        let before = switches()
+        usleep(300_000)
+        XCTAssertEqual(switches(), before, "the runner woke up while nothing happened")
+        stopViaRunner(vm)
     }
 
     func testSIGKILLOfTheRunnerLeavesQEMURunning() {

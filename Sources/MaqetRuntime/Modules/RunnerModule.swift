@@ -48,15 +48,15 @@ enum RunnerModule {
                            timeoutMs: Int(timeoutMs), dataDir: ""), noWait)
     }
 
-    /// Whether `maqet.db` is in a write transaction (the runner's UPDATE would wait for it).
-    static func holdsWriteTransaction(_ lua: Lua) -> Bool {
+    /// The state database scripts see as `maqet.db`, if it is open. (A write transaction on it
+    /// would make the runner's UPDATE wait.)
+    static func stateDatabase(_ lua: Lua) -> Database? {
         lua_getglobal(lua.L, "maqet")
         defer { lua.pop() }
-        guard lua.type(at: -1) == LUA_TTABLE else { return false }
+        guard lua.type(at: -1) == LUA_TTABLE else { return nil }
         _ = lua.rawField(-1, "db")
         defer { lua.pop() }
-        guard let handle = try? lua.handle(-1, DatabaseHandle.self, "maqet.runner.launch") else { return false }
-        return handle.database.holdsWriteTransaction
+        return (try? lua.handle(-1, DatabaseHandle.self, "maqet.runner.launch"))?.database
     }
 
     /// `maqet.runner.launch(spec)` → `{pid=, runner_pid=, status="running"}` (`status="starting"`
@@ -65,11 +65,13 @@ enum RunnerModule {
         Lua.call(L) { lua in
             let function = "maqet.runner.launch"
             var (spec, noWait) = try spec(lua, function)
-            guard let configuration = Runtime.from(lua).stateConfiguration else {
+            // The data directory of this command: its StateConfiguration, else the folder of maqet.db.
+            guard let dataDir = Runtime.from(lua).stateConfiguration?.dataDirectory
+                    ?? stateDatabase(lua).map({ ($0.path as NSString).deletingLastPathComponent }) else {
                 throw LuaUsageError("\(function): no state database is open in this command")
             }
-            spec.dataDir = configuration.dataDirectory
-            if holdsWriteTransaction(lua) {
+            spec.dataDir = dataDir
+            if stateDatabase(lua)?.holdsWriteTransaction ?? false {
                 throw LuaUsageError("\(function): called inside a database write transaction; the runner records the row itself and would wait for it, so launch outside db:transaction()")
             }
             let result: RunnerLaunch

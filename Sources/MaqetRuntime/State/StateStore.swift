@@ -47,7 +47,7 @@ public final class StateStore {
     /// migrations run in `runtime`'s Lua state (one state per process).
     public static func open(_ configuration: StateConfiguration, runtime: Runtime, notice: (String) -> Void) throws -> StateStore {
         let store = try open(configuration, verbosity: runtime.verbosity, runtime: runtime, notice: notice)
-        runtime.stateConfiguration = configuration // for maqet.backup_state()
+        runtime.stateConfiguration = configuration // for maqet.backup_state() and maqet.runner.launch
         return store
     }
 
