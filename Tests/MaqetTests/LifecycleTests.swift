@@ -200,6 +200,13 @@ final class LifecycleTests: XCTestCase {
         let socket = try XCTUnwrap(before["qmp_socket_path"] as? String)
         kill(pid_t(runner), SIGKILL)
         XCTAssertTrue(eventually { !self.isAlive(runner) })
+        // Its pid now belongs to an unrelated process (pid reuse): never taken for the runner.
+        let other = Process()
+        other.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        other.arguments = ["60"]
+        try other.run()
+        defer { other.terminate(); other.waitUntilExit() }
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET runner_pid = \(other.processIdentifier) WHERE name = 'orphan'")
 
         // QEMU still runs: the truth is "running, runner missing".
         let ls = sandbox.maqet(["ls", "--format", "plain"])
@@ -212,6 +219,7 @@ final class LifecycleTests: XCTestCase {
         let stopped = sandbox.maqet(["stop", "orphan", "--timeout", "1"])
         stopped.assertExit(0)
         XCTAssertFalse(isAlive(pid))
+        XCTAssertTrue(other.isRunning, "the process that merely has the runner's old pid is left alone")
         XCTAssertEqual(column(sandbox, "orphan", "status"), "stopped")
         XCTAssertFalse(FileManager.default.fileExists(atPath: socket))
         XCTAssertFalse(FileManager.default.fileExists(atPath: (socket as NSString).deletingLastPathComponent))
@@ -231,7 +239,7 @@ final class LifecycleTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         sandbox.write("xdg-runtime/maqet/\(id.prefix(12))/qmp.sock", "stale")
         _ = sqlite3(sandbox.databasePath, """
-            UPDATE vm_instances SET status = 'running', pid = \(other.processIdentifier), runner_pid = NULL,
+            UPDATE vm_instances SET status = 'running', pid = \(other.processIdentifier), runner_pid = \(other.processIdentifier),
               qmp_socket_path = '\(dir)/qmp.sock' WHERE name = 'stale'
             """)
 

@@ -166,6 +166,22 @@ end
 
 -- Truthful state ---------------------------------------------------------------------------
 
+--- Whether the row's runner_pid is really this VM's runner: alive, its command line names the
+--- VM's runtime directory (the runner runs `maqet __runner --spec <dir>/runner.json`), and it did
+--- not start after QEMU (a pid reused by a later process). While the row says `starting` without
+--- a QEMU pid, runner_pid is the maqet process running the start, and being alive is enough.
+---@param row table
+---@param qemu_info? table maqet.process.info of the VM's QEMU, when known
+function vm.runner_alive(row, qemu_info)
+    if not row.runner_pid then return false end
+    if row.status == "starting" and not row.pid then return (vm.process_alive(row.runner_pid)) end
+    local alive, info = vm.process_alive(row.runner_pid, qemu.paths(row).dir .. "/")
+    if alive and qemu_info and info.start_time and qemu_info.start_time and info.start_time > qemu_info.start_time then
+        return false
+    end
+    return alive
+end
+
 --- Checks an active row against the real processes; records the truth when it differs.
 --- Returns the (possibly updated) row with `alive` and `runner_missing` set.
 ---@param row table a vm_instances row
@@ -178,11 +194,7 @@ function vm.reconcile(row)
     local paths = qemu.paths(row)
     local marker = row.qmp_socket_path or paths.client_qmp
     local qemu_alive, qemu_info = vm.process_alive(row.pid, marker)
-    local runner_alive, runner_info = vm.process_alive(row.runner_pid)
-    if runner_alive and qemu_info and runner_info.start_time and qemu_info.start_time
-        and runner_info.start_time > qemu_info.start_time then
-        runner_alive = false -- a process started after QEMU cannot be its runner: a reused PID
-    end
+    local runner_alive = vm.runner_alive(row, qemu_info)
     if qemu_alive then
         row.alive = true
         row.runner_missing = not runner_alive
@@ -450,7 +462,7 @@ function vm.stop_rows(rows, opts)
             t.result.error = ("did not stop: QEMU (pid %d) is still there after SIGKILL"):format(t.pid)
             t.result.code = "ESTOP"
         else
-            if row.runner_pid and vm.process_alive(row.runner_pid) and not wait_pid(row.runner_pid, 3000) then
+            if vm.runner_alive(row) and not wait_pid(row.runner_pid, 3000) then
                 signal(row.runner_pid, "TERM")
                 wait_pid(row.runner_pid, 2000)
             end
