@@ -269,7 +269,10 @@ end
 ---@return table[]
 function vm.list()
     local rows = assert(maqet.db:query("SELECT * FROM vm_instances ORDER BY name"))
-    for i, row in ipairs(rows) do rows[i] = vm.reconcile(row) end
+    for i, row in ipairs(rows) do
+        rows[i] = vm.reconcile(row)
+        rows[i].process = nil
+    end
     return rows
 end
 
