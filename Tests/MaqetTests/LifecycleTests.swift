@@ -255,6 +255,27 @@ final class LifecycleTests: XCTestCase {
         XCTAssertEqual(sandbox.maqet(["ls", "--format", "plain"]).stdout.split(separator: " ").prefix(3), ["stale", "crashed", "-"])
     }
 
+    func testAWedgedQEMUNeverStallsLsAndStopEscalatesToSignals() throws {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "wedged")
+        start(sandbox, "wedged")
+        let pid = try XCTUnwrap(status(sandbox, "wedged")["pid"] as? Int)
+        kill(pid_t(pid), SIGSTOP) // QEMU stops answering its monitors
+        defer { kill(pid_t(pid), SIGCONT) }
+        let ls = sandbox.maqet(["ls", "--format", "plain"])
+        ls.assertExit(0)
+        XCTAssertTrue(ls.stdout.hasPrefix("wedged running \(pid) "), ls.stdout)
+        XCTAssertEqual(status(sandbox, "wedged")["status"] as? String, "running")
+        let qmp = sandbox.maqet(["qmp", "wedged", "query-status", "--timeout", "1"])
+        XCTAssertEqual(qmp.code, 1, qmp.stderr)
+
+        let stopped = sandbox.maqet(["stop", "wedged", "--timeout", "1"])
+        stopped.assertExit(0)
+        XCTAssertEqual(stopped.stdout, "wedged: stopped (stopped by: SIGTERM)\n")
+        XCTAssertFalse(isAlive(pid))
+        XCTAssertEqual(column(sandbox, "wedged", "status"), "stopped")
+    }
+
     func testQuitFromOutsideIsRecordedStopped() throws {
         let sandbox = makeSandbox()
         insertVM(sandbox, "outside")

@@ -428,28 +428,40 @@ function vm.stop_rows(rows, opts)
         for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
         wait_all(5000, "SIGKILL")
     else
+        -- A QEMU whose monitor does not answer (wedged, SIGSTOPped) is not waited on for ACPI
+        -- or quit: each QMP call has a timeout and the escalation moves on to signals.
+        local sent = false
         for _, t in ipairs(pending) do
             if not t.done then
                 t.conn = connect(t.socket)
                 if t.conn then
-                    local ok, desc = t.conn:execute("system_powerdown", nil, { timeout_ms = vm.qmp_timeout_ms })
-                    if not ok then maqet.log.info(("%s: system_powerdown: %s"):format(t.row.name, tostring(desc))) end
+                    local ok, desc, code = t.conn:execute("system_powerdown", nil, { timeout_ms = vm.qmp_timeout_ms })
+                    if ok then
+                        sent = true
+                    else
+                        maqet.log.info(("%s: system_powerdown: %s"):format(t.row.name, tostring(desc)))
+                        if code == "ETIMEDOUT" or code == "EPIPE" then t.conn:close(); t.conn = nil end
+                    end
                 end
             end
         end
-        wait_all(timeout_ms, "powerdown")
+        wait_all(sent and timeout_ms or 0, "powerdown")
         if remaining() then
+            sent = false
             for _, t in ipairs(pending) do
-                if not t.done then
-                    t.conn = t.conn or connect(t.socket)
-                    if t.conn then t.conn:execute("quit", nil, { timeout_ms = vm.qmp_timeout_ms }) end
+                if not t.done and t.conn then
+                    local ok = t.conn:execute("quit", nil, { timeout_ms = vm.qmp_timeout_ms })
+                    sent = sent or ok ~= nil
                 end
             end
-            wait_all(5000, "quit")
+            wait_all(sent and 5000 or 0, "quit")
         end
         for _, t in ipairs(pending) do if t.conn then t.conn:close(); t.conn = nil end end
         if remaining() then
-            for _, t in ipairs(pending) do if not t.done then signal(t.pid, "TERM") end end
+            -- SIGCONT after SIGTERM, so a stopped (SIGSTOP) QEMU handles the SIGTERM.
+            for _, t in ipairs(pending) do
+                if not t.done then signal(t.pid, "TERM"); signal(t.pid, "CONT") end
+            end
             wait_all(5000, "SIGTERM")
         end
         if remaining() then
