@@ -378,8 +378,9 @@ final class LifecycleTests: XCTestCase {
         assertContains(result.stderr, "maqet: VM 'bad' did not start: ")
         assertContains(result.stderr, "qemu-system-x86_64: unsupported machine type")
         XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
-        XCTAssertNotEqual(column(sandbox, "bad", "status"), "running")
+        XCTAssertEqual(column(sandbox, "bad", "status"), "created", "a failed start leaves the row as it was")
         XCTAssertEqual(column(sandbox, "bad", "pid"), "")
+        XCTAssertEqual(column(sandbox, "bad", "runner_pid"), "")
     }
 
     func testMissingBinaryFails() {
@@ -388,7 +389,7 @@ final class LifecycleTests: XCTestCase {
         let result = sandbox.maqet(["start", "nobin"])
         result.assertExit(1)
         assertContains(result.stderr, "/nonexistent/qemu-system-x86_64")
-        XCTAssertNotEqual(column(sandbox, "nobin", "status"), "running")
+        XCTAssertEqual(column(sandbox, "nobin", "status"), "created")
     }
 
     func testUnknownVM() {
@@ -533,6 +534,8 @@ final class LifecycleTests: XCTestCase {
         result.assertExit(1)
         assertContains(result.stderr, "maqet: VM 'badsize': qemu-img could not create disk /tmp/maqet-never-")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM storage_registry"), "0\n")
+        XCTAssertEqual(column(sandbox, "badsize", "status"), "created", "a failed start leaves the row as it was")
+        XCTAssertEqual(column(sandbox, "badsize", "runner_pid"), "")
     }
 
     func testScriptsListShowsLifecycleScriptsAndAnOverrideOfStartIsUsed() {
