@@ -358,6 +358,9 @@ function vm.start(name, opts)
             return nil, ("VM '%s' did not answer QMP within %g s (%s); see %s"):format(
                 name, timeout_s, message, vm.log_path(name)), code
         end
+        if code == "ENOENT" and argv[1] and message:find(argv[1], 1, true) then
+            message = message .. " (install qemu-system-x86, or set 'binary:' in the VM's config with 'maqet apply')"
+        end
         return nil, ("VM '%s' could not be started: %s"):format(name, message), code or "EFAIL"
     end
     if launched.runner_pid then
