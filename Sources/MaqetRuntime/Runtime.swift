@@ -25,6 +25,8 @@ public final class Runtime {
         lua.context = Unmanaged.passUnretained(self).toOpaque()
         installModules()
         LibrarySearcher.install(lua)
+        // maqet.vm (lifecycle): Lua forwarders to scripts/lib/vm.lua.
+        VMModule.install(lua)
     }
 
     /// The runtime that owns the state `L` belongs to.

@@ -11,6 +11,8 @@ struct Maqet: ParsableCommand {
         subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self,
                       Add.self, Apply.self,
                       Runner.self] // hidden: maqet __runner (runner-core)
+            // lifecycle
+            + [Start.self, Stop.self, Status.self, Rm.self, ShowCmd.self]
     )
 }
 

@@ -23,26 +23,28 @@ final class LsTests: XCTestCase {
         let sandbox = Sandbox()
         sandbox.installFixture("python-maqet-v1.db")
         sandbox.maqet(["ls"]).assertExit(0)
-        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'running', pid = 4321 WHERE name = 'charlie'")
+        // A status ls does not check against processes ('running' rows are reconciled first: see
+        // LifecycleTests), so the row is listed as stored.
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'paused', pid = 4321 WHERE name = 'charlie'")
         let plain = sandbox.maqet(["ls", "--format", "plain"])
         plain.assertExit(0)
         XCTAssertEqual(plain.stdout, """
             alpha stopped - 2026-11-25 07:28:37
             bravo stopped - 2026-11-25 07:28:37
-            charlie running 4321 2026-11-25 07:28:37
+            charlie paused 4321 2026-11-25 07:28:37
             delta-empty created - 2026-11-25 07:28:32
 
             """)
-        let running = sandbox.maqet(["ls", "--status", "running", "--format", "plain"])
-        running.assertExit(0)
-        XCTAssertEqual(running.stdout, "charlie running 4321 2026-11-25 07:28:37\n")
+        let paused = sandbox.maqet(["ls", "--status", "paused", "--format", "plain"])
+        paused.assertExit(0)
+        XCTAssertEqual(paused.stdout, "charlie paused 4321 2026-11-25 07:28:37\n")
         let stopped = sandbox.maqet(["ls", "--status", "stopped"])
         stopped.assertExit(0)
         XCTAssertEqual(stopped.stdout.split(separator: "\n").count, 4, stopped.stdout)
         XCTAssertTrue(stopped.stdout.contains("alpha") && !stopped.stdout.contains("charlie"))
-        let none = sandbox.maqet(["ls", "--status", "paused"])
+        let none = sandbox.maqet(["ls", "--status", "suspended"])
         none.assertExit(0)
-        XCTAssertTrue(none.stdout.contains("No VMs with status 'paused'"), none.stdout)
+        XCTAssertTrue(none.stdout.contains("No VMs with status 'suspended'"), none.stdout)
     }
 
     func testJSONFormatHasEveryColumnAndParsedConfig() throws {

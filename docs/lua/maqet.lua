@@ -381,6 +381,74 @@ function QMP:greeting() end
 ---Closes the connection (QEMU keeps running). Idempotent.
 function QMP:close() end
 
+-- ---------------------------------------------------------------------------------------------
+-- maqet.vm (lifecycle; implemented in Lua: scripts/lib/vm.lua)
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.vm
+maqet.vm = {}
+
+---A VM row of vm_instances with its true status (see docs/lifecycle.md).
+---@class maqet.VM
+---@field id string
+---@field name string
+---@field status string          "created", "running", "starting", "stopped", "crashed", ...
+---@field pid? integer           QEMU's pid while running
+---@field runner_pid? integer    the per-VM runner's pid while running
+---@field qmp_socket_path? string the client QMP monitor while running
+---@field config_data? string    the stored config (JSON text)
+---@field alive boolean          QEMU is really running (checked against /proc)
+---@field runner_missing? boolean QEMU runs but its runner is gone
+---@field uptime_s? number       (get only) seconds QEMU has been running
+---@field config? table          (get only) config_data decoded
+---@field last_log? string       (get only) last line of <datadir>/logs/NAME.log
+
+---@class maqet.VMStartOptions
+---@field timeout_s? number  how long QMP may take to answer (default 30)
+---@field no_wait? boolean   return once the runner is launched
+
+---@class maqet.VMStopOptions
+---@field timeout_s? number  how long to wait for the guest after system_powerdown (default 30)
+---@field force? boolean     SIGKILL at once
+
+---Every VM sorted by name, each checked against its real processes (dead VMs are recorded).
+---@return maqet.VM[]
+function maqet.vm.list() end
+
+---One VM with its live status.
+---@param name string
+---@return maqet.VM|nil vm
+---@return string? message "no VM named 'x' (see 'maqet ls')"
+---@return string? code    "ENOVM"
+function maqet.vm.get(name) end
+
+---Starts a VM through its runner; returns once QMP answers (unless no_wait).
+---@param name string
+---@param opts? maqet.VMStartOptions
+---@return {name: string, status: string, pid?: integer, runner_pid: integer, qmp_socket_path: string}|nil result
+---@return string? message QEMU's own message for EQEMU
+---@return string? code    "ENOVM", "EBUSY" (already running), "EQEMU", "ETIMEDOUT", "ENOENT" (no binary), ...
+function maqet.vm.start(name, opts) end
+
+---Stops a VM: system_powerdown, wait timeout_s, quit, SIGTERM, SIGKILL (force: SIGKILL at once).
+---Stopping a VM that is not running returns a result with `was_running = false`.
+---@param name string
+---@param opts? maqet.VMStopOptions
+---@return {name: string, status: string, stopped_by?: "powerdown"|"quit"|"SIGTERM"|"SIGKILL", was_running: boolean}|nil result
+---@return string? message
+---@return string? code    "ENOVM", "ESTOP" (QEMU would not exit)
+function maqet.vm.stop(name, opts) end
+
+---Runs one QMP command on a running VM's client monitor (connect, execute, close; 5 s timeout).
+---@param name string
+---@param command string  e.g. "query-status"
+---@param args? table
+---@return any|nil result  QEMU's return value
+---@return string? message
+---@return string? code    "ENOVM", "ENOTRUNNING", a QMP error class, "ETIMEDOUT", ...
+function maqet.vm.qmp(name, command, args) end
+
+-- ---------------------------------------------------------------------------------------------
 -- maqet.yaml, maqet.fs, maqet.backup_state (VM definitions)
 -- ---------------------------------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ extension Maqet {
                   json   an array with one object per VM holding every column of vm_instances as \
                 stored (config_data stays the original string), plus "config": config_data parsed \
                 as a JSON value (null when it is not valid JSON). '[]' when there are no VMs.
-                VMs are sorted by name. Like every command that opens the state database, ls first \
+                VMs are sorted by name. When a row says running or starting, ls first checks it \
+                against the real process (scripts/lifecycle/reconcile.lua): a dead VM is shown and \
+                recorded as stopped or crashed. Like every command that opens the state database, ls first \
                 migrates an older database (one notice line on stderr, after a backup).
                 """)
 
@@ -34,6 +36,7 @@ extension Maqet {
         func run() throws {
             do {
                 let store = try StateStore.open(global.stateConfiguration, verbosity: global.verbosity, notice: global.notice)
+                try reconcileIfRunning(store.database)
                 var out = OutputBuffer(capacity: 1 << 16)
                 switch format {
                 case .json: try listJSON(store.database, into: &out)
@@ -42,6 +45,22 @@ extension Maqet {
                 out.flush()
             } catch {
                 throw maqet.exitCode(for: error)
+            }
+        }
+
+        /// Truthful state: when a row says running or starting, scripts/lifecycle/reconcile.lua
+        /// checks it against the real processes first. The common case (nothing running) costs one
+        /// query and no Lua state.
+        private func reconcileIfRunning(_ database: Database) throws {
+            let active = try database.scalar("SELECT EXISTS (SELECT 1 FROM vm_instances WHERE status IN ('running', 'starting', 'stopping'))")
+            guard case .integer(1)? = active else { return }
+            let runtime = global.makeRuntime()
+            runtime.exposeStateDatabase(database)
+            do {
+                _ = try withExtendedLifetime(runtime) { try runtime.runWorkflow("lifecycle/reconcile.lua") }
+            } catch let error as MaqetError {
+                // A broken edited reconcile.lua must not hide the list: say so, list the rows as stored.
+                global.notice("warning: the running VMs were not checked (\(error.message)); statuses are as recorded")
             }
         }
 

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import MaqetCore
+import MaqetRuntime
+
+/// What the lifecycle commands (start, stop, status, rm, show-cmd) share: open the state in the
+/// command's own Lua runtime, run a workflow from scripts/lifecycle/, hand back its result.
+extension GlobalOptions {
+    /// Runs `scripts/lifecycle/<workflow>` with `arguments` and returns its result. Errors become
+    /// a one-line message on stderr and the documented exit code (thrown as `ExitCode`).
+    func runLifecycleWorkflow(_ workflow: String, _ arguments: [(key: String, value: JSONValue)]) throws -> JSONValue {
+        let runtime = makeRuntime()
+        do {
+            let store = try StateStore.open(stateConfiguration, runtime: runtime, notice: notice)
+            defer { store.database.close() }
+            runtime.exposeStateDatabase(store.database)
+            return try withExtendedLifetime(runtime) {
+                try runtime.runWorkflow("lifecycle/" + workflow, arguments: .object(arguments))
+            }
+        } catch {
+            throw maqet.exitCode(for: error)
+        }
+    }
+}
+
+extension JSONValue {
+    /// The member `key` of an object (nil for other values or a missing key).
+    subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first(where: { $0.key == key })?.value
+    }
+
+    /// Text for a human: strings as they are, numbers plainly, null as "-".
+    var plainText: String {
+        switch self {
+        case .null: return "-"
+        case .bool(let b): return b ? "yes" : "no"
+        case .integer(let i): return String(i)
+        case .double(let d): return (try? JSONValue.formatDouble(d)) ?? String(d)
+        case .string(let s): return s
+        case .array(let items): return items.map(\.plainText).joined(separator: ", ")
+        case .object: return (try? serialized()) ?? ""
+        }
+    }
+
+    var arrayItems: [JSONValue] {
+        if case .array(let items) = self { return items }
+        return []
+    }
+
+    /// Pretty JSON on stdout.
+    func printJSON() {
+        print((try? serialized(indent: 2)) ?? "null")
+    }
+}
+
+/// Seconds as a human duration: "42s", "3m 05s", "2h 03m", "4d 01h".
+func humanDuration(_ seconds: Int64) -> String {
+    let s = max(0, seconds)
+    if s < 60 { return "\(s)s" }
+    if s < 3600 { return String(format: "%dm %02ds", s / 60, s % 60) }
+    if s < 86400 { return String(format: "%dh %02dm", s / 3600, (s % 3600) / 60) }
+    return String(format: "%dd %02dh", s / 86400, (s % 86400) / 3600)
+}
+
+/// Validates a --timeout value in seconds.
+func validateTimeout(_ timeout: Double?) throws {
+    if let timeout, !(timeout > 0 && timeout.isFinite) {
+        throw ValidationError("--timeout must be a number of seconds greater than 0")
+    }
+}

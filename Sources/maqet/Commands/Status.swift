@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import MaqetCore
+
+extension Maqet {
+    /// `maqet status NAME [--format json]`: runs scripts/lifecycle/status.lua.
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a VM's true status, processes, sockets, uptime and config summary.",
+            discussion: """
+                The status is checked against the real QEMU process first (a dead VM is recorded \
+                stopped or crashed; see docs/lifecycle.md). 'last log' is the last line of \
+                <datadir>/logs/NAME.log, where the runner and maqet write why QEMU exited. \
+                --format json prints every field (null when unknown). The steps are \
+                scripts/lifecycle/status.lua. Exit status: 0; 5 no such VM.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: ArgumentHelp("The VM.", valueName: "name"))
+        var name: String
+
+        @Option(help: "Output format: text or json.")
+        var format: ReportFormat = .text
+
+        func run() throws {
+            let result = try global.runLifecycleWorkflow("status.lua", [("name", .string(name))])
+            if format == .json { result.printJSON(); return }
+            func field(_ key: String) -> String { result[key]?.plainText ?? "-" }
+            let config = result["config"]
+            var lines: [(String, String)] = [
+                ("Name", field("name")),
+                ("Status", field("status") + (result["runner"] == .string("missing") ? " (runner missing: QEMU runs without its runner)" : "")),
+                ("PID", field("pid")),
+                ("Runner PID", field("runner_pid")),
+                ("QMP socket", field("qmp_socket_path")),
+                ("Runner socket", field("runner_socket_path")),
+            ]
+            if case .integer(let seconds)? = result["uptime_s"] {
+                lines.append(("Uptime", humanDuration(seconds)))
+            } else {
+                lines.append(("Uptime", "-"))
+            }
+            lines.append(("Binary", config?["binary"]?.plainText ?? "-"))
+            lines.append(("Memory", config?["memory"]?.plainText ?? "-"))
+            lines.append(("CPUs", config?["cpu"]?.plainText ?? "-"))
+            lines.append(("Storage", config?["storage_count"]?.plainText ?? "0"))
+            lines.append(("Last log", field("last_log")))
+            lines.append(("Log file", field("log_path")))
+            let width = lines.map(\.0.count).max() ?? 0
+            for (key, value) in lines { print(padded(key + ":", width + 1) + " " + value) }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+-- The QEMU command line of a VM, built from its stored config (vm_instances.config_data).
+-- This is policy: edit a copy in $XDG_CONFIG_HOME/maqet/scripts/lib/qemu.lua to change how every
+-- VM is started (`maqet show-cmd NAME` prints the result).
+--
+-- Config keys (the published maqet's YAML keys):
+--   binary     program to run (default "qemu-system-x86_64", searched in PATH)
+--   memory     -m MEMORY            cpu      -smp CPU
+--   display    -display X (default "none")   vga  -vga X (only when given)
+--   arguments  a list; each item is
+--                "nographic" or "-nographic"   -> -nographic
+--                {machine = "q35"}             -> -machine q35
+--                {boot = {order = "n", menu = "off"}} -> -boot menu=off,order=n
+--                  (keys sorted, except driver/type/backend/id first; true/false -> on/off)
+--                {enable-kvm = true} or {nographic = json null} -> -enable-kvm / -nographic
+--                {machine = false}             -> nothing (a way to switch an entry off)
+--   storage    a list of {name, type = qcow2|raw|virtfs, file, size, interface, backing_file,
+--              mount_tag, path, security_model, readonly}
+--                qcow2/raw -> -drive file=FILE,format=TYPE,if=INTERFACE (default virtio)
+--                virtfs    -> -virtfs local,path=PATH,mount_tag=TAG,security_model=mapped-xattr
+--
+-- "accel kvm" is made safe: when the arguments ask for accel kvm and nothing else, the command
+-- line gets `-accel kvm -accel tcg`, so QEMU falls back to TCG where /dev/kvm is missing (slower,
+-- but the VM starts). Ask for `{accel = "kvm,strict"}`-style values yourself to opt out, or
+-- remove this rule in your copy.
+--
+-- Finally maqet adds two QMP monitors in the VM's runtime directory: runner.qmp (held by the
+-- per-VM runner for events) and qmp.sock (for `maqet qmp`, `maqet.vm.qmp`, scripts and tools).
+
+local qemu = {}
+
+qemu.default_binary = "qemu-system-x86_64"
+qemu.default_display = "none"
+qemu.default_interface = "virtio"
+
+--- The runtime directory of this maqet user ($XDG_RUNTIME_DIR/maqet, else /tmp/maqet-<uid>).
+---@return string
+function qemu.runtime_dir()
+    if maqet.runtime_dir then return assert(maqet.runtime_dir()) end
+    local xdg = os.getenv("XDG_RUNTIME_DIR")
+    if xdg and xdg ~= "" then return xdg .. "/maqet" end
+    local r = maqet.process.run({ "id", "-u" })
+    return "/tmp/maqet-" .. ((r and r.stdout or ""):gsub("%s+", ""))
+end
+
+--- Where a VM's runtime files live: <runtime dir>/<first 12 characters of its id>/.
+---@param vm table a vm_instances row (needs `id`)
+---@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string}
+function qemu.paths(vm)
+    assert(vm and vm.id, "qemu.paths: the VM row has no id")
+    local dir = qemu.runtime_dir() .. "/" .. tostring(vm.id):sub(1, 12)
+    return {
+        dir = dir,
+        runner_qmp = dir .. "/runner.qmp",
+        client_qmp = dir .. "/qmp.sock",
+        qemu_log = dir .. "/qemu.log",
+    }
+end
+
+--- The decoded config of a VM row (config_data JSON), an empty table when there is none.
+---@param vm table
+---@return table
+function qemu.config(vm)
+    if type(vm.config) == "table" then return vm.config end
+    local text = vm.config_data
+    if text == nil or text == "" then return {} end
+    local config, err = maqet.json.decode(text)
+    if type(config) ~= "table" then
+        error(("VM '%s' has a config_data that is not a JSON object (%s); fix it with 'maqet apply'"):format(vm.name, err or type(config)), 0)
+    end
+    return config
+end
+
+-- QEMU's option syntax doubles a comma inside a value.
+local function escape(value)
+    return (tostring(value):gsub(",", ",,"))
+end
+
+local function scalar(value)
+    if value == true then return "on" end
+    if value == false then return "off" end
+    return escape(value)
+end
+
+local first_keys = { driver = 1, type = 2, backend = 3, id = 4 }
+
+-- {order = "n", menu = "off"} -> "menu=off,order=n" (driver/type/backend/id first, then sorted).
+local function suboptions(map)
+    local keys = {}
+    for k in pairs(map) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys, function(a, b)
+        local ra, rb = first_keys[a] or 99, first_keys[b] or 99
+        if ra ~= rb then return ra < rb end
+        return a < b
+    end)
+    local parts = {}
+    for _, k in ipairs(keys) do
+        local v = map[k]
+        if v == maqet.json.null then
+            parts[#parts + 1] = k
+        elseif type(v) == "table" then
+            error(("arguments: the value of '%s' is nested too deeply (one level of key=value only)"):format(k), 0)
+        else
+            parts[#parts + 1] = k .. "=" .. scalar(v)
+        end
+    end
+    return table.concat(parts, ",")
+end
+
+local function flag(name)
+    name = tostring(name)
+    if name:sub(1, 1) == "-" then return name end
+    return "-" .. name
+end
+
+--- The command-line words of one `arguments` item.
+---@param item string|table
+---@return string[]
+function qemu.argument(item)
+    if type(item) == "string" then
+        -- "nographic", "-nographic", or "machine q35" written as one string.
+        local words = {}
+        for w in item:gmatch("%S+") do words[#words + 1] = w end
+        if #words > 0 then words[1] = flag(words[1]) end
+        return words
+    end
+    if type(item) ~= "table" then
+        error(("arguments: an item must be a flag or a one-key mapping, got %s"):format(type(item)), 0)
+    end
+    local out = {}
+    local keys = {}
+    for k in pairs(item) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+        local v = item[k]
+        if v == false then
+            -- switched off
+        elseif v == true or v == maqet.json.null then
+            out[#out + 1] = flag(k)
+        elseif type(v) == "table" then
+            out[#out + 1] = flag(k)
+            out[#out + 1] = suboptions(v)
+        else
+            out[#out + 1] = flag(k)
+            out[#out + 1] = tostring(v)
+        end
+    end
+    return out
+end
+
+--- The command-line words for one storage entry (nothing for an unknown type, with a warning).
+---@param disk table
+---@return string[]
+function qemu.storage(disk)
+    local kind = disk.type or "qcow2"
+    if kind == "qcow2" or kind == "raw" then
+        if not disk.file then
+            error(("storage '%s': a %s disk needs a 'file'"):format(disk.name or "?", kind), 0)
+        end
+        local spec = ("file=%s,format=%s,if=%s"):format(escape(disk.file), kind, escape(disk.interface or qemu.default_interface))
+        if disk.readonly then spec = spec .. ",readonly=on" end
+        return { "-drive", spec }
+    elseif kind == "virtfs" then
+        local path = disk.path or disk.file
+        if not path then
+            error(("storage '%s': a virtfs share needs a 'path'"):format(disk.name or "?"), 0)
+        end
+        local tag = disk.mount_tag or disk.name or "share"
+        return { "-virtfs", ("local,path=%s,mount_tag=%s,security_model=%s"):format(
+            escape(path), escape(tag), escape(disk.security_model or "mapped-xattr")) }
+    end
+    maqet.log.warn(("storage '%s': unknown type '%s' is ignored"):format(disk.name or "?", tostring(kind)))
+    return {}
+end
+
+local function append(argv, words)
+    for _, w in ipairs(words) do argv[#argv + 1] = w end
+end
+
+--- The full QEMU argv for `vm` with its monitors in `paths` (from qemu.paths).
+---@param vm table a vm_instances row
+---@param paths? table default qemu.paths(vm)
+---@return string[]
+function qemu.argv(vm, paths)
+    paths = paths or qemu.paths(vm)
+    local config = qemu.config(vm)
+    local argv = { config.binary or qemu.default_binary }
+    append(argv, { "-name", "guest=" .. escape(vm.name) })
+    if config.memory ~= nil then append(argv, { "-m", tostring(config.memory) }) end
+    if config.cpu ~= nil then append(argv, { "-smp", tostring(config.cpu) }) end
+    append(argv, { "-display", tostring(config.display or qemu.default_display) })
+    if config.vga ~= nil then append(argv, { "-vga", tostring(config.vga) }) end
+
+    local accels = 0
+    local kvm_only = false
+    for _, item in ipairs(config.arguments or {}) do
+        local words = qemu.argument(item)
+        for i, w in ipairs(words) do
+            if w == "-accel" then
+                accels = accels + 1
+                kvm_only = words[i + 1] == "kvm"
+            end
+        end
+        append(argv, words)
+    end
+    if accels == 1 and kvm_only then
+        append(argv, { "-accel", "tcg" })
+    end
+
+    for _, disk in ipairs(config.storage or {}) do
+        append(argv, qemu.storage(disk))
+    end
+
+    for _, monitor in ipairs({ { "maqet-runner", paths.runner_qmp }, { "maqet-client", paths.client_qmp } }) do
+        append(argv, {
+            "-chardev", ("socket,id=%s,path=%s,server=on,wait=off"):format(monitor[1], escape(monitor[2])),
+            "-mon", ("chardev=%s,mode=control"):format(monitor[1]),
+        })
+    end
+    return argv
+end
+
+--- `argv` as one line a POSIX shell reads back as the same words.
+---@param argv string[]
+---@return string
+function qemu.shell_quote(argv)
+    local out = {}
+    for i, w in ipairs(argv) do
+        if w ~= "" and not w:find("[^%w%-%+_=/,.:@%%]") then
+            out[i] = w
+        else
+            out[i] = "'" .. w:gsub("'", [['\'']]) .. "'"
+        end
+    end
+    return table.concat(out, " ")
+end
+
+return qemu

@@ -1,0 +1,542 @@
+-- maqet.vm: VMs as a Lua API (list, get, start, stop, qmp) and the truthful-state rules
+-- (reconcile). The lifecycle workflows (scripts/lifecycle/*.lua) are thin wrappers around this
+-- library; `maqet run` scripts reach it as maqet.vm.*.
+--
+-- Failures return nil, message, code (codes: ENOVM no such VM, EBUSY already running,
+-- EQEMU QEMU refused to start, ETIMEDOUT, ESTOP QEMU would not exit, or the QMP error class).
+--
+-- Truthful state (vm.reconcile): a row that says running/starting is checked against the real
+-- process: its QEMU pid must be alive (not a zombie) and its /proc/PID/cmdline must contain the
+-- VM's QMP socket path, so a reused PID is never taken for the VM. When QEMU is gone, its runner
+-- records the exit (stopped for a clean exit, crashed otherwise). When the runner is gone too (or
+-- does not record the exit within a second), nobody saw how QEMU ended: the row is recorded
+-- crashed, the reason is appended to <datadir>/logs/<name>.log, pid/runner_pid/qmp_socket_path
+-- are cleared and the VM's runtime directory is removed (after copying QEMU's last output to
+-- that log).
+-- A live QEMU whose runner died stays running (get() says runner_missing = true).
+-- No write transaction is ever held while waiting on QEMU.
+
+local qemu = require("maqet.lib.qemu")
+local storage = require("maqet.lib.storage")
+
+local vm = {}
+
+vm.ACTIVE = { running = true, starting = true, stopping = true }
+vm.default_stop_timeout_s = 30
+vm.default_start_timeout_s = 30
+vm.qmp_timeout_ms = 2000
+
+-- Process primitives -----------------------------------------------------------------------
+-- maqet.process.info/signal/wait_pid are the host's; the fallbacks read /proc so this library
+-- also works on a host without them.
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local text = f:read("a")
+    f:close()
+    return text
+end
+
+local function proc_info(pid)
+    if maqet.process.info then return maqet.process.info(pid) end
+    local stat = read_file("/proc/" .. pid .. "/stat")
+    if not stat then return nil, "no such process", "ESRCH" end
+    local rest = stat:match("%) (.*)$")
+    local fields = {}
+    for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+    local cmdline = {}
+    for w in (read_file("/proc/" .. pid .. "/cmdline") or ""):gmatch("([^%z]*)%z") do cmdline[#cmdline + 1] = w end
+    -- fields[1] is field 3 (state); field 22 (starttime, clock ticks since boot) is fields[20].
+    return { pid = pid, state = fields[1], start_time = tonumber(fields[20]), cmdline = cmdline }
+end
+
+local function signal(pid, name)
+    if maqet.process.signal then return maqet.process.signal(pid, name) end
+    local r, err = maqet.process.run({ "kill", "-s", name, tostring(pid) })
+    if not r then return nil, err end
+    return r.code == 0 or nil, r.stderr
+end
+
+local function wait_pid(pid, timeout_ms)
+    if maqet.process.wait_pid then return maqet.process.wait_pid(pid, math.max(0, math.floor(timeout_ms))) end
+    local deadline = maqet.now() + timeout_ms / 1000
+    repeat
+        local info = proc_info(pid)
+        if not info or info.state == "Z" then return true end
+        maqet.sleep(20)
+    until maqet.now() >= deadline
+    return false
+end
+
+--- Seconds a process has been running, from its start_time (clock ticks since boot, USER_HZ 100).
+function vm.uptime_s(info)
+    local since_boot = tonumber((read_file("/proc/uptime") or ""):match("^%S+"))
+    if not since_boot or not info or not info.start_time then return nil end
+    return math.max(0, since_boot - info.start_time / 100)
+end
+
+--- The pid of this maqet process.
+function vm.self_pid()
+    return tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
+end
+
+vm.process_info = proc_info
+vm.signal = signal
+vm.wait_pid = wait_pid
+
+--- Whether `pid` is a live (non-zombie) process whose command line contains `marker`.
+function vm.process_alive(pid, marker)
+    if not pid then return false end
+    local info = proc_info(pid)
+    if not info or info.state == "Z" then return false end
+    if marker then
+        for _, word in ipairs(info.cmdline or {}) do
+            if word:find(marker, 1, true) then return true, info end
+        end
+        return false
+    end
+    return true, info
+end
+
+-- Rows and logs ----------------------------------------------------------------------------
+
+local function data_dir()
+    return (maqet.db:path():match("^(.*)/[^/]*$")) or "."
+end
+
+--- <datadir>/logs/<name>.log
+function vm.log_path(name)
+    return data_dir() .. "/logs/" .. name .. ".log"
+end
+
+--- The last non-empty line of the VM's log (the runner appends the exit reason there), or nil.
+function vm.last_log_line(name)
+    local text = read_file(vm.log_path(name))
+    if not text then return nil end
+    local last
+    for line in text:gmatch("[^\n]+") do
+        if line:find("%S") then last = line end
+    end
+    return last
+end
+
+--- Appends a line to the VM's log (creating logs/ as needed).
+function vm.log(name, line)
+    local path = vm.log_path(name)
+    local f = io.open(path, "a")
+    if not f then
+        maqet.process.run({ "mkdir", "-p", data_dir() .. "/logs" })
+        f = io.open(path, "a")
+    end
+    if f then
+        f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " maqet: ", line, "\n")
+        f:close()
+    end
+end
+
+local function row_by_name(name)
+    return assert(maqet.db:query("SELECT * FROM vm_instances WHERE name = ?", name))[1]
+end
+
+--- Removes a VM's runtime directory (its sockets, QEMU's log) after keeping the log's tail.
+function vm.remove_runtime_dir(row)
+    local paths = qemu.paths(row)
+    if not storage.exists(paths.dir) then return false end
+    -- The runner normally removes this directory itself; when it died, keep what it and QEMU
+    -- last said in the VM's log before the files go.
+    for _, file in ipairs({ { paths.qemu_log, "QEMU's last output" }, { paths.dir .. "/runner.log", "runner's last output" } }) do
+        local text = read_file(file[1])
+        if text and text:find("%S") then
+            local last = {}
+            for line in text:gmatch("[^\n]+") do
+                last[#last + 1] = line
+                if #last > 3 then table.remove(last, 1) end
+            end
+            vm.log(row.name, file[2] .. ": " .. table.concat(last, " | "))
+        end
+    end
+    for _, file in ipairs({ paths.runner_qmp, paths.client_qmp, paths.qemu_log }) do os.remove(file) end
+    if not os.remove(paths.dir) then
+        -- Something else was left in it (a secret file, a pid file): it belongs to a dead VM.
+        maqet.process.run({ "rm", "-rf", "--", paths.dir })
+    end
+    return true
+end
+
+-- Truthful state ---------------------------------------------------------------------------
+
+--- Whether the row's runner_pid is really this VM's runner: alive, its command line names the
+--- VM's runtime directory (the runner runs `maqet __runner --spec <dir>/runner.json`), and it did
+--- not start after QEMU (a pid reused by a later process). While the row says `starting` without
+--- a QEMU pid, runner_pid is the maqet process running the start, and being alive is enough.
+---@param row table
+---@param qemu_info? table maqet.process.info of the VM's QEMU, when known
+function vm.runner_alive(row, qemu_info)
+    if not row.runner_pid then return false end
+    if row.status == "starting" and not row.pid then return (vm.process_alive(row.runner_pid)) end
+    local alive, info = vm.process_alive(row.runner_pid, qemu.paths(row).dir .. "/")
+    if alive and qemu_info and info.start_time and qemu_info.start_time and info.start_time > qemu_info.start_time then
+        return false
+    end
+    return alive
+end
+
+--- Checks an active row against the real processes; records the truth when it differs.
+--- Returns the (possibly updated) row with `alive` and `runner_missing` set.
+---@param row table a vm_instances row
+---@return table
+function vm.reconcile(row)
+    if not vm.ACTIVE[row.status] then
+        row.alive = false
+        return row
+    end
+    local paths = qemu.paths(row)
+    local marker = row.qmp_socket_path or paths.client_qmp
+    local qemu_alive, qemu_info = vm.process_alive(row.pid, marker)
+    local runner_alive = vm.runner_alive(row, qemu_info)
+    if qemu_alive then
+        row.alive = true
+        row.runner_missing = not runner_alive
+        row.process = qemu_info
+        return row
+    end
+    if row.pid == nil and row.status == "starting" and runner_alive then
+        row.alive = false -- the runner is still launching QEMU
+        return row
+    end
+    if runner_alive then
+        -- QEMU is gone but its runner lives: it is recording the exit right now.
+        wait_pid(row.runner_pid, 1000)
+        local fresh = row_by_name(row.name)
+        if not fresh or fresh.id ~= row.id then return fresh or row end
+        if fresh.status ~= row.status or fresh.pid ~= row.pid then
+            if vm.ACTIVE[fresh.status] then return vm.reconcile(fresh) end
+            fresh.alive = false
+            return fresh
+        end
+    end
+    -- Nobody recorded the exit: we do.
+    -- The runner records a clean exit (poweroff, quit) in the row itself; a row that still says
+    -- running after QEMU and its runner are gone had nobody watching the exit: crashed, with the
+    -- reason in the VM's log. (A guest that powered off while its runner was already dead is
+    -- recorded crashed too: nobody saw how it ended.)
+    local status = "crashed"
+    local reason
+    if row.pid then
+        reason = ("QEMU (pid %d) is gone and its runner%s too; no exit was recorded"):format(
+            row.pid, row.runner_pid and (" (pid " .. row.runner_pid .. ")") or "")
+    else
+        reason = "the start never completed: the runner is gone and QEMU never ran"
+    end
+    local changed = maqet.db:transaction(function(tx)
+        return assert(tx:exec([[UPDATE vm_instances
+                SET status = ?, pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                WHERE id = ? AND status = ? AND pid IS ? AND runner_pid IS ?]],
+            status, row.id, row.status, row.pid, row.runner_pid))
+    end)
+    if changed > 0 then
+        if status == "crashed" then vm.log(row.name, "recorded crashed: " .. reason) end
+        vm.remove_runtime_dir(row)
+        maqet.log.info(("%s: recorded %s (%s)"):format(row.name, status, reason))
+        row.status, row.pid, row.runner_pid, row.qmp_socket_path = status, nil, nil, nil
+        row.reason = reason
+    else
+        local fresh = row_by_name(row.name)
+        if fresh then row = fresh end
+    end
+    row.alive = false
+    return row
+end
+
+--- Reconciles every active row; returns the rows that changed ({name, from, to}).
+function vm.reconcile_all()
+    local changed = {}
+    for _, row in ipairs(assert(maqet.db:query(
+        "SELECT * FROM vm_instances WHERE status IN ('running', 'starting', 'stopping') ORDER BY name"))) do
+        local before = row.status
+        local after = vm.reconcile(row)
+        if after.status ~= before then
+            changed[#changed + 1] = { name = row.name, from = before, to = after.status, reason = after.reason }
+        end
+    end
+    return changed
+end
+
+-- Queries ------------------------------------------------------------------------------------
+
+--- Every VM, sorted by name, with its true status.
+---@return table[]
+function vm.list()
+    local rows = assert(maqet.db:query("SELECT * FROM vm_instances ORDER BY name"))
+    for i, row in ipairs(rows) do
+        rows[i] = vm.reconcile(row)
+        rows[i].process = nil
+    end
+    return rows
+end
+
+--- One VM's row with its live status: alive, runner_missing, uptime_s, config (decoded),
+--- last_log (last line of its log). nil, message, "ENOVM" when there is no such VM.
+---@param name string
+function vm.get(name)
+    local row = row_by_name(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    row = vm.reconcile(row)
+    local ok, config = pcall(qemu.config, row)
+    row.config = ok and config or {}
+    if row.alive then row.uptime_s = vm.uptime_s(row.process) end
+    row.process = nil
+    row.last_log = vm.last_log_line(name)
+    return row
+end
+
+-- Start ----------------------------------------------------------------------------------------
+
+--- Starts a VM through its per-VM runner. opts: timeout_s (default 30), no_wait.
+--- Returns {name, status, pid, runner_pid, qmp_socket_path} or nil, message, code.
+function vm.start(name, opts)
+    opts = opts or {}
+    local row = row_by_name(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    row = vm.reconcile(row)
+    if vm.ACTIVE[row.status] then
+        return nil, ("VM '%s' is already %s (pid %s); stop it first with 'maqet stop %s'"):format(
+            name, row.status, tostring(row.pid or row.runner_pid or "-"), name), "EBUSY"
+    end
+    if not maqet.runner then
+        return nil, "this maqet has no runner (maqet.runner.launch is missing)", "ENOSYS"
+    end
+    local config = qemu.config(row)
+    local paths = qemu.paths(row)
+    local argv = qemu.argv(row, paths) -- a config QEMU cannot be built from fails before anything changes
+    local timeout_s = tonumber(opts.timeout_s) or vm.default_start_timeout_s
+
+    -- Claim the row: status 'starting' with this maqet as its runner_pid, so a second start of the
+    -- same VM is refused and a concurrent `ls` sees a start in progress (not a dead VM). The runner
+    -- replaces runner_pid with its own when QEMU answers.
+    local me = vm.self_pid()
+    local claimed = maqet.db:transaction(function(tx)
+        return assert(tx:exec([[UPDATE vm_instances
+                SET status = 'starting', pid = NULL, runner_pid = ?, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                WHERE id = ? AND status IS ?]], me, row.id, row.status))
+    end)
+    if claimed == 0 then
+        return nil, ("VM '%s' is being started or changed by another maqet right now"):format(name), "EBUSY"
+    end
+    local function release()
+        maqet.db:transaction(function(tx)
+            assert(tx:exec([[UPDATE vm_instances SET status = ?, runner_pid = NULL, updated_at = CURRENT_TIMESTAMP
+                    WHERE id = ? AND status = 'starting' AND runner_pid = ?]], row.status, row.id, me))
+        end)
+    end
+
+    local ok, launched, message, code = pcall(function()
+        storage.prepare(row, config)
+        vm.remove_runtime_dir(row) -- leftovers of an earlier run that nobody cleaned
+        maqet.log.info(("%s: starting %s"):format(name, qemu.shell_quote(argv)))
+        return maqet.runner.launch({
+            vm_name = row.name,
+            vm_id = row.id,
+            argv = argv,
+            dir = paths.dir,
+            runner_qmp = paths.runner_qmp,
+            client_qmp = paths.client_qmp,
+            timeout_ms = math.floor(timeout_s * 1000),
+            no_wait = opts.no_wait and true or false,
+        })
+    end)
+    if not ok then
+        release()
+        error(launched, 0)
+    end
+    if not launched then
+        release()
+        if code == "EQEMU" then
+            return nil, ("VM '%s' did not start: %s"):format(name, message), code
+        elseif code == "ETIMEDOUT" then
+            return nil, ("VM '%s' did not answer QMP within %g s (%s); see %s"):format(
+                name, timeout_s, message, vm.log_path(name)), code
+        end
+        if code == "ENOENT" and argv[1] and message:find(argv[1], 1, true) then
+            message = message .. " (install qemu-system-x86, or set 'binary:' in the VM's config with 'maqet apply')"
+        end
+        return nil, ("VM '%s' could not be started: %s"):format(name, message), code or "EFAIL"
+    end
+    if launched.runner_pid then
+        -- --no-wait: the runner is on its own now; the row names it until it records running.
+        maqet.db:transaction(function(tx)
+            assert(tx:exec("UPDATE vm_instances SET runner_pid = ? WHERE id = ? AND status = 'starting' AND runner_pid = ?",
+                launched.runner_pid, row.id, me))
+        end)
+    end
+    local fresh = row_by_name(name) or row
+    return {
+        name = name,
+        status = fresh.status == "starting" and (launched.status or "starting") or fresh.status,
+        pid = launched.pid or fresh.pid,
+        runner_pid = launched.runner_pid or fresh.runner_pid,
+        qmp_socket_path = paths.client_qmp,
+    }
+end
+
+-- Stop ------------------------------------------------------------------------------------------
+
+local function connect(path)
+    if not path or not maqet.qmp then return nil end
+    local conn = maqet.qmp.connect(path, { timeout_ms = vm.qmp_timeout_ms })
+    return conn
+end
+
+--- Stops the given (reconciled) rows together: ACPI system_powerdown, wait up to timeout_s, QMP
+--- quit, SIGTERM, SIGKILL (force: SIGKILL at once). Returns one result per row:
+--- {name, status, stopped_by = "powerdown"|"quit"|"SIGTERM"|"SIGKILL"|nil, was_running}.
+function vm.stop_rows(rows, opts)
+    opts = opts or {}
+    local timeout_ms = (tonumber(opts.timeout_s) or vm.default_stop_timeout_s) * 1000
+    local results, pending = {}, {}
+    for _, row in ipairs(rows) do
+        local result = { name = row.name, status = row.status, was_running = vm.ACTIVE[row.status] or false }
+        results[#results + 1] = result
+        if row.status == "starting" and not row.pid then
+            result.error = ("is still starting (by pid %s); try again when the start has finished"):format(tostring(row.runner_pid))
+            result.code = "EBUSY"
+        elseif vm.ACTIVE[row.status] then
+            local paths = qemu.paths(row)
+            pending[#pending + 1] = {
+                row = row, result = result, pid = row.pid,
+                socket = row.qmp_socket_path or paths.client_qmp,
+            }
+        end
+    end
+
+    local function wait_all(ms, step)
+        local deadline = maqet.now() + ms / 1000
+        for _, t in ipairs(pending) do
+            if not t.done then
+                if not t.pid or not vm.process_alive(t.pid) or wait_pid(t.pid, math.max(0, (deadline - maqet.now()) * 1000)) then
+                    t.done = true
+                    t.result.stopped_by = t.pid and step or nil
+                end
+            end
+        end
+    end
+    local function remaining()
+        for _, t in ipairs(pending) do if not t.done then return true end end
+        return false
+    end
+
+    wait_all(0, nil) -- a starting VM without QEMU, or one that died meanwhile
+    if opts.force then
+        for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
+        wait_all(5000, "SIGKILL")
+    else
+        -- A QEMU whose monitor does not answer (wedged, SIGSTOPped) is not waited on for ACPI
+        -- or quit: each QMP call has a timeout and the escalation moves on to signals.
+        local sent = false
+        for _, t in ipairs(pending) do
+            if not t.done then
+                t.conn = connect(t.socket)
+                if t.conn then
+                    local ok, desc, code = t.conn:execute("system_powerdown", nil, { timeout_ms = vm.qmp_timeout_ms })
+                    if ok then
+                        sent = true
+                    else
+                        maqet.log.info(("%s: system_powerdown: %s"):format(t.row.name, tostring(desc)))
+                        if code == "ETIMEDOUT" or code == "EPIPE" then t.conn:close(); t.conn = nil end
+                    end
+                end
+            end
+        end
+        wait_all(sent and timeout_ms or 0, "powerdown")
+        if remaining() then
+            sent = false
+            for _, t in ipairs(pending) do
+                if not t.done and t.conn then
+                    local ok = t.conn:execute("quit", nil, { timeout_ms = vm.qmp_timeout_ms })
+                    sent = sent or ok ~= nil
+                end
+            end
+            wait_all(sent and 5000 or 0, "quit")
+        end
+        for _, t in ipairs(pending) do if t.conn then t.conn:close(); t.conn = nil end end
+        if remaining() then
+            -- SIGCONT after SIGTERM, so a stopped (SIGSTOP) QEMU handles the SIGTERM.
+            for _, t in ipairs(pending) do
+                if not t.done then signal(t.pid, "TERM"); signal(t.pid, "CONT") end
+            end
+            wait_all(5000, "SIGTERM")
+        end
+        if remaining() then
+            for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
+            wait_all(5000, "SIGKILL")
+        end
+    end
+
+    -- QEMU has exited. Let each runner record it and go; then the row says stopped.
+    for _, t in ipairs(pending) do
+        local row = t.row
+        if not t.done then
+            t.result.error = ("did not stop: QEMU (pid %d) is still there after SIGKILL"):format(t.pid)
+            t.result.code = "ESTOP"
+        else
+            if vm.runner_alive(row) and not wait_pid(row.runner_pid, 3000) then
+                signal(row.runner_pid, "TERM")
+                wait_pid(row.runner_pid, 2000)
+            end
+            maqet.db:transaction(function(tx)
+                assert(tx:exec([[UPDATE vm_instances
+                        SET status = 'stopped', pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                        WHERE id = ? AND (pid IS NULL OR pid IS ?)]], row.id, row.pid))
+            end)
+            vm.remove_runtime_dir(row)
+            vm.log(row.name, "stopped by: " .. (t.result.stopped_by or "nothing (QEMU was not running)"))
+            t.result.status = "stopped"
+        end
+    end
+    return results
+end
+
+--- Stops one VM. opts: force, timeout_s (default 30).
+--- Returns {name, status, stopped_by, was_running} or nil, message, code.
+function vm.stop(name, opts)
+    local row = row_by_name(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    row = vm.reconcile(row)
+    local result = vm.stop_rows({ row }, opts)[1]
+    if result.error then return nil, ("VM '%s' %s"):format(name, result.error), result.code end
+    return result
+end
+
+-- QMP ---------------------------------------------------------------------------------------------
+
+--- Runs one QMP command on a running VM's client monitor.
+--- Returns QEMU's return value, or nil, message, code (ENOVM, ENOTRUNNING, the QMP error class, ...).
+function vm.qmp(name, command, args, opts)
+    local row = row_by_name(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    row = vm.reconcile(row)
+    if row.status ~= "running" or not row.alive then
+        return nil, ("VM '%s' is not running (status %s)"):format(name, row.status), "ENOTRUNNING"
+    end
+    local timeout_ms = opts and opts.timeout_ms or 5000
+    local conn, err, code = maqet.qmp.connect(row.qmp_socket_path or qemu.paths(row).client_qmp, { timeout_ms = timeout_ms })
+    if not conn then return nil, err, code end
+    local result, desc, class = conn:execute(command, args, { timeout_ms = timeout_ms })
+    conn:close()
+    if result == nil then return nil, desc, class end
+    return result
+end
+
+-- Workflows ---------------------------------------------------------------------------------------
+
+vm.status_of_code = { ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused" }
+
+--- For workflows: returns `value` when it is not nil, else raises maqet.error(message) with the
+--- exit status matching `code` (ENOVM -> not_found, ETIMEDOUT -> timeout, others -> failure).
+function vm.check(value, message, code)
+    if value ~= nil then return value end
+    maqet.error(message or "failed", vm.status_of_code[code] or "failure")
+end
+
+return vm

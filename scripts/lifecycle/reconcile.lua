@@ -1,0 +1,12 @@
+-- Makes vm_instances tell the truth: every row that says running/starting is checked against its
+-- QEMU process (pid alive and its command line naming the VM's QMP socket) and its runner; dead
+-- VMs are recorded stopped or crashed and their runtime files removed (see lib/vm.lua).
+-- `maqet ls` runs this first whenever a row says running or starting.
+local vm = require("maqet.lib.vm")
+
+return {
+    description = "Record the true state of VMs whose rows say running",
+    run = function()
+        return { changed = maqet.json.array(vm.reconcile_all()) }
+    end,
+}

@@ -1,0 +1,16 @@
+-- maqet start NAME [--timeout S] [--no-wait]
+-- Reconciles the row, refuses a VM that is already running, creates missing disk images
+-- (lib/storage.lua), builds the QEMU command line (lib/qemu.lua) and launches the per-VM runner,
+-- which returns once QEMU's QMP monitor answers query-status (or at once with --no-wait).
+-- QEMU that exits during start fails the command with QEMU's own message.
+local vm = require("maqet.lib.vm")
+
+return {
+    description = "Start a VM through its per-VM runner and wait until QMP answers",
+    run = function(args)
+        if type(args.name) ~= "string" or args.name == "" then
+            maqet.error("start: a VM name is required", "usage")
+        end
+        return vm.check(vm.start(args.name, { timeout_s = args.timeout, no_wait = args.no_wait }))
+    end,
+}
