@@ -337,6 +337,10 @@ final class RunnerTests: XCTestCase {
             return status.split(separator: "\n").filter { $0.hasPrefix("voluntary_ctxt_switches") }.joined()
         }
         XCTAssertEqual(try XCTUnwrap(FileManager.default.contentsOfDirectory(atPath: "/proc/\(vm.runnerPID)/task")).count, 1, "one thread")
+        // After its ready line the runner still appends the "started" history line; let it settle.
+        let history = sandbox.dataDir + "/logs/vm-idle000000000001.log"
+        XCTAssertTrue(eventually { ((try? String(contentsOfFile: history, encoding: .utf8)) ?? "").contains("started:") })
+        usleep(100_000)
         let before = switches()
         usleep(300_000)
         XCTAssertEqual(switches(), before, "the runner woke up while nothing happened")
