@@ -151,7 +151,7 @@ public enum RunnerLauncher {
             runnerPID = try spawnDetached(arguments, stderrPath: spec.runnerLogPath, readyWriteEnd: writeEnd)
         } catch {
             _ = Glibc.close(writeEnd)
-            RuntimeDirectory.removeVMDirectory(spec.dir)
+            RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
             throw error
         }
         _ = Glibc.close(writeEnd)
@@ -196,7 +196,7 @@ public enum RunnerLauncher {
         reapOrKill(runnerPID, withinMs: 2000)
         _ = Glibc.kill(-runnerPID, SIGKILL) // QEMU, if it had started, is in the runner's group
         let log = tail(ofFile: spec.runnerLogPath)
-        RuntimeDirectory.removeVMDirectory(spec.dir)
+        RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
         throw RunnerLaunchError("the runner of \(spec.vmName) exited before QEMU was ready\(log.isEmpty ? "" : ": \(log)")", code: "ERUNNER")
     }
 
@@ -205,7 +205,7 @@ public enum RunnerLauncher {
         _ = Glibc.kill(runnerPID, SIGTERM)
         reapOrKill(runnerPID, withinMs: 3000)
         _ = Glibc.kill(-runnerPID, SIGKILL)
-        RuntimeDirectory.removeVMDirectory(spec.dir)
+        RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
     }
 
     /// Waits up to `withinMs` for the child `pid` to exit, then SIGKILLs its process group; reaps it.

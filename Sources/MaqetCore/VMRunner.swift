@@ -206,7 +206,7 @@ public final class VMRunner {
         qmp?.close()
         report(RunnerReport(ok: false, error: failure.message, code: failure.code))
         appendHistory("failed to start: \(failure.message)")
-        RuntimeDirectory.removeVMDirectory(spec.dir)
+        RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
     }
 
     // MARK: Running
@@ -316,7 +316,7 @@ public final class VMRunner {
             appendHistory("runner could not update the database: \(error)")
         }
         appendHistory("\(status): \(how)")
-        RuntimeDirectory.removeVMDirectory(spec.dir)
+        RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
     }
 
     // MARK: Helpers
