@@ -45,50 +45,12 @@ extension Maqet {
                 ("name", name.map(JSONValue.string) ?? .null),
                 ("empty", .bool(empty)),
             ])
-            let result = try runDefinitionWorkflow(global, "lifecycle/add.lua", arguments)
+            let result = try global.runWorkflow("lifecycle/add.lua", arguments)
             if format == .json {
                 print((try? result.serialized(indent: 2)) ?? "{}")
             } else {
-                print("Added VM '\(WorkflowResult.string(result, "name") ?? "?")'")
+                print("Added VM '\(result["name"]?.plainText ?? "?")'")
             }
-        }
-    }
-}
-
-/// Opens the state, runs a VM-definition workflow (add, apply) with `arguments`, and returns its
-/// result; failures become their one-line message and exit code.
-func runDefinitionWorkflow(_ global: GlobalOptions, _ workflow: String, _ arguments: JSONValue) throws -> JSONValue {
-    let runtime = global.makeRuntime()
-    return try withExtendedLifetime(runtime) {
-        do {
-            let store = try StateStore.open(global.stateConfiguration, runtime: runtime, notice: global.notice)
-            defer { store.database.close() }
-            runtime.exposeStateDatabase(store.database)
-            return try runtime.runWorkflow(workflow, arguments: arguments)
-        } catch {
-            throw maqet.exitCode(for: error)
-        }
-    }
-}
-
-/// Reading fields of a workflow's JSON result.
-enum WorkflowResult {
-    static func field(_ value: JSONValue, _ key: String) -> JSONValue? {
-        guard case .object(let members) = value else { return nil }
-        return members.first { $0.key == key }?.value
-    }
-
-    static func string(_ value: JSONValue, _ key: String) -> String? {
-        if case .string(let s)? = field(value, key) { return s }
-        return nil
-    }
-
-    /// A value for a human: strings as they are, others as compact JSON, null as "(none)".
-    static func text(_ value: JSONValue?) -> String {
-        switch value {
-        case nil, .null?: return "(none)"
-        case .string(let s)?: return s
-        case let other?: return (try? other.serialized()) ?? "?"
         }
     }
 }

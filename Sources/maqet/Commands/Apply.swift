@@ -46,14 +46,14 @@ extension Maqet {
                 ("memory", memory.map(JSONValue.string) ?? .null),
                 ("cpu", cpu.map { JSONValue.integer(Int64($0)) } ?? .null),
             ])
-            let result = try runDefinitionWorkflow(global, "lifecycle/apply.lua", arguments)
+            let result = try global.runWorkflow("lifecycle/apply.lua", arguments)
             if format == .json {
                 print((try? result.serialized(indent: 2)) ?? "{}")
                 return
             }
             var changes: [JSONValue] = []
-            if case .array(let items)? = WorkflowResult.field(result, "changes") { changes = items }
-            if case .bool(true)? = WorkflowResult.field(result, "created") {
+            if case .array(let items)? = result["changes"] { changes = items }
+            if case .bool(true)? = result["created"] {
                 print("Created VM '\(name)' (it did not exist)")
                 return
             }
@@ -63,10 +63,10 @@ extension Maqet {
             }
             print("Changed VM '\(name)':")
             for change in changes {
-                let key = WorkflowResult.string(change, "key") ?? "?"
-                print("  \(key): \(WorkflowResult.text(WorkflowResult.field(change, "old"))) -> \(WorkflowResult.text(WorkflowResult.field(change, "new")))")
+                let key = change["key"]?.plainText ?? "?"
+                print("  \(key): \(change["old"]?.humanValue ?? "(none)") -> \(change["new"]?.humanValue ?? "(none)")")
             }
-            if let backup = WorkflowResult.string(result, "backup") {
+            if case .string(let backup)? = result["backup"] {
                 print("Backup of the previous state: \(backup) (undo with 'maqet db restore \(backup)')")
             }
         }

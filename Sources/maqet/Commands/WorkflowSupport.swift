@@ -3,23 +3,28 @@ import Foundation
 import MaqetCore
 import MaqetRuntime
 
-/// What the lifecycle commands (start, stop, status, rm, show-cmd) share: open the state in the
-/// command's own Lua runtime, run a workflow from scripts/lifecycle/, hand back its result.
+/// What the workflow commands (add, apply, start, stop, status, rm, show-cmd) share: open the
+/// state in the command's own Lua runtime, run a workflow script, hand back its result.
 extension GlobalOptions {
-    /// Runs `scripts/lifecycle/<workflow>` with `arguments` and returns its result. Errors become
-    /// a one-line message on stderr and the documented exit code (thrown as `ExitCode`).
-    func runLifecycleWorkflow(_ workflow: String, _ arguments: [(key: String, value: JSONValue)]) throws -> JSONValue {
+    /// Runs workflow `path` ("lifecycle/add.lua") with `arguments` and returns its result. Errors
+    /// become a one-line message on stderr and the documented exit code (thrown as `ExitCode`).
+    func runWorkflow(_ path: String, _ arguments: JSONValue) throws -> JSONValue {
         let runtime = makeRuntime()
         do {
             let store = try StateStore.open(stateConfiguration, runtime: runtime, notice: notice)
             defer { store.database.close() }
             runtime.exposeStateDatabase(store.database)
             return try withExtendedLifetime(runtime) {
-                try runtime.runWorkflow("lifecycle/" + workflow, arguments: .object(arguments))
+                try runtime.runWorkflow(path, arguments: arguments)
             }
         } catch {
             throw maqet.exitCode(for: error)
         }
+    }
+
+    /// Runs `scripts/lifecycle/<workflow>` with `arguments`.
+    func runLifecycleWorkflow(_ workflow: String, _ arguments: [(key: String, value: JSONValue)]) throws -> JSONValue {
+        try runWorkflow("lifecycle/" + workflow, .object(arguments))
     }
 }
 
@@ -41,6 +46,13 @@ extension JSONValue {
         case .array(let items): return items.map(\.plainText).joined(separator: ", ")
         case .object: return (try? serialized()) ?? ""
         }
+    }
+
+    /// A value for a human: strings as they are, others as compact JSON.
+    var humanValue: String {
+        if case .string(let s) = self { return s }
+        if case .null = self { return "(none)" }
+        return (try? serialized()) ?? "?"
     }
 
     var arrayItems: [JSONValue] {
