@@ -8,11 +8,11 @@ struct Maqet: ParsableCommand {
         abstract: "Manage QEMU virtual machines, with workflows and automation in Lua.",
         discussion: ExitStatus.helpText,
         version: MaqetVersion.string,
-        subcommands: [Ls.self, Db.self, Run.self, Scripts.self, Qmp.self,
-                      Add.self, Apply.self,
-                      Runner.self] // hidden: maqet __runner (runner-core)
-            // lifecycle
-            + [Start.self, Stop.self, Status.self, Rm.self, ShowCmd.self]
+        // In the order a user meets them in --help; Runner (`maqet __runner`) is hidden.
+        subcommands: [
+            Add.self, Apply.self, Start.self, Stop.self, Status.self, Ls.self, Qmp.self, ShowCmd.self,
+            Rm.self, Run.self, Scripts.self, Db.self, Runner.self,
+        ]
     )
 }
 
