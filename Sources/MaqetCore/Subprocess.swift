@@ -88,6 +88,8 @@ public final class Subprocess {
     private var stdinFD: Int32 = -1
     private var stdoutFD: Int32 = -1
     private var stderrFD: Int32 = -1
+    /// Readable once the child has exited, so a wait wakes at once (-1 where pidfds are missing).
+    private var exitFD: Int32 = -1
     private var pendingInput: [UInt8] = []
     private var inputOffset = 0
 
@@ -182,6 +184,7 @@ public final class Subprocess {
             throw SystemError(errno: rc, "cannot run '\(program)'")
         }
         pid = child
+        exitFD = (try? LinuxProcess.openPidfd(child)) ?? -1
         stdinFD = stdinParent
         stdoutFD = stdoutParent
         stderrFD = stderrParent
@@ -203,6 +206,7 @@ public final class Subprocess {
         closeFD(&stdinFD)
         closeFD(&stdoutFD)
         closeFD(&stderrFD)
+        closeFD(&exitFD)
     }
 
     /// Sends `signal`. The corresponding C function is `kill`. Does nothing once the child is reaped
@@ -238,17 +242,18 @@ public final class Subprocess {
 
     // MARK: Internals
 
-    /// One poll() round over the open pipes; sleeps `timeoutMs` when there are none.
+    /// One poll() round over the open pipes and the child's pidfd, so the child's exit wakes it.
+    /// Without a pidfd and with no pipes left, a short sleep between waitpid(WNOHANG) checks.
     private func pump(timeoutMs: Int32) {
         var fds: [pollfd] = []
         if stdinFD >= 0 { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
         if stdoutFD >= 0 { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
         if stderrFD >= 0 { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
-        // With no pipes left, a short sleep between waitpid(WNOHANG) checks.
-        let slice = fds.isEmpty ? min(timeoutMs, 10) : timeoutMs
+        let slice = fds.isEmpty && exitFD < 0 ? min(timeoutMs, 10) : timeoutMs
+        if exitFD >= 0 { fds.append(pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0)) }
         let n = poll(&fds, nfds_t(fds.count), slice)
         guard n > 0 else { return }
-        for entry in fds where entry.revents != 0 {
+        for entry in fds where entry.revents != 0 && entry.fd != exitFD {
             if entry.fd == stdinFD { writeInput() } else { readAvailable(entry.fd) }
         }
     }
