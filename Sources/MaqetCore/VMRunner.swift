@@ -129,7 +129,8 @@ public final class VMRunner {
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
         }
         // inotify on the socket's folder wakes the wait when QEMU creates the socket; without it
-        // (or while the socket exists but does not answer yet) the wait re-checks every 5 ms.
+        // (or while the socket exists but does not listen yet: QEMU binds, then listens) the wait
+        // re-checks every millisecond.
         let watchFD = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         defer { if watchFD >= 0 { _ = Glibc.close(watchFD) } }
         let watching = watchFD >= 0
@@ -167,7 +168,7 @@ public final class VMRunner {
             }
             var fds = [pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
             if watching { fds.append(pollfd(fd: watchFD, events: Int16(POLLIN), revents: 0)) }
-            let wait = watching && !socketSeen ? left : min(left, 5)
+            let wait = watching && !socketSeen ? left : min(left, 1)
             _ = poll(&fds, nfds_t(fds.count), Int32(clamping: wait))
             if watching && fds[2].revents != 0 {
                 var buffer = [UInt8](repeating: 0, count: 4096)
