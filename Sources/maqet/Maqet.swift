@@ -19,8 +19,13 @@ struct Maqet: ParsableCommand {
 @main
 enum Main {
     static func main() {
-        let arguments = reorderGlobalOptions(Array(CommandLine.arguments.dropFirst()), root: Maqet.self)
-        Maqet.main(arguments)
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        // The runner is on every start's critical path: skip building the command tree for it
+        // (about 4 ms of a 6 ms start-up). Anything unexpected goes through ArgumentParser.
+        if arguments.first == Maqet.Runner.configuration.commandName, let status = Maqet.Runner.fastPath(Array(arguments.dropFirst())) {
+            exit(status)
+        }
+        Maqet.main(reorderGlobalOptions(arguments, root: Maqet.self))
     }
 }
 

@@ -20,6 +20,24 @@ extension Maqet {
         @Option(name: .long, help: ArgumentHelp("Write the one-line ready report on this inherited descriptor.", valueName: "fd"))
         var readyFd: Int32?
 
+        /// `--spec FILE [--ready-fd N] [--maqet-data-dir DIR]` exactly as `maqet.runner.launch`
+        /// writes them, parsed without ArgumentParser; nil for anything else.
+        static func fastPath(_ arguments: [String]) -> Int32? {
+            var spec: String?, readyFD: Int32?, dataDir: String?
+            var rest = arguments[...]
+            while let option = rest.popFirst() {
+                guard let value = rest.popFirst() else { return nil }
+                switch option {
+                case "--spec": spec = value
+                case "--ready-fd": guard let fd = Int32(value) else { return nil }; readyFD = fd
+                case "--maqet-data-dir": dataDir = value
+                default: return nil
+                }
+            }
+            guard let spec else { return nil }
+            return VMRunner.main(specPath: spec, readyFD: readyFD, dataDir: dataDir)
+        }
+
         func run() throws {
             let status = VMRunner.main(specPath: spec, readyFD: readyFd, dataDir: global.maqetDataDir)
             if status != 0 { throw ExitCode(status) }
