@@ -174,6 +174,22 @@ final class ConfigTests: XCTestCase {
 
     /// Every §1 refusal: its exit code, one line on stderr naming the problem, and no change to the
     /// database (sqlite3 .dump is the same before and after).
+    func testARefusedAddOnANewDataDirectoryLeavesNothingBehind() {
+        let sandbox = Sandbox()
+        let refused = sandbox.maqet(["add", "--name", "a b", config("base.yaml")])
+        refused.assertExit(64)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: sandbox.dataDir), "a refused add created \(sandbox.dataDir)")
+        // A data directory the user made is kept; only the database the refused run created goes.
+        try? FileManager.default.createDirectory(atPath: sandbox.dataDir, withIntermediateDirectories: true)
+        sandbox.maqet(["apply", "x", "--memory", "lots"]).assertExit(64)
+        XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: sandbox.dataDir)) ?? ["missing"], [])
+        // With a database already there, a refusal leaves it as it was.
+        sandbox.maqet(["add", "--name", "ok", config("base.yaml")]).assertExit(0)
+        let before = sqlite3(sandbox.databasePath, ".dump")
+        sandbox.maqet(["add", "--name", "ok", config("base.yaml")]).assertExit(1)
+        XCTAssertEqual(sqlite3(sandbox.databasePath, ".dump"), before)
+    }
+
     func testRefusalsAreOneLineAndWriteNothing() {
         let sandbox = Sandbox()
         sandbox.maqet(["add", config("base.yaml"), "--name", "dup"]).assertExit(0)

@@ -45,7 +45,7 @@ extension Maqet {
                 ("name", name.map(JSONValue.string) ?? .null),
                 ("empty", .bool(empty)),
             ])
-            let result = try global.runWorkflow("lifecycle/add.lua", arguments)
+            let result = try global.runWorkflow("lifecycle/add.lua", arguments, refusalWritesNothing: true)
             if format == .json {
                 print((try? result.serialized(indent: 2)) ?? "{}")
             } else {

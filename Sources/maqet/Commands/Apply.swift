@@ -46,7 +46,7 @@ extension Maqet {
                 ("memory", memory.map(JSONValue.string) ?? .null),
                 ("cpu", cpu.map { JSONValue.integer(Int64($0)) } ?? .null),
             ])
-            let result = try global.runWorkflow("lifecycle/apply.lua", arguments)
+            let result = try global.runWorkflow("lifecycle/apply.lua", arguments, refusalWritesNothing: true)
             if format == .json {
                 print((try? result.serialized(indent: 2)) ?? "{}")
                 return

@@ -8,14 +8,31 @@ import MaqetRuntime
 extension GlobalOptions {
     /// Runs workflow `path` ("lifecycle/add.lua") with `arguments` and returns its result. Errors
     /// become a one-line message on stderr and the documented exit code (thrown as `ExitCode`).
-    func runWorkflow(_ path: String, _ arguments: JSONValue) throws -> JSONValue {
+    ///
+    /// `refusalWritesNothing`: when the workflow fails on a data directory that had no database
+    /// yet, the database (and the data directory, when this run created it) is removed again, so
+    /// a refused `add` or `apply` leaves nothing behind.
+    func runWorkflow(_ path: String, _ arguments: JSONValue, refusalWritesNothing: Bool = false) throws -> JSONValue {
+        let configuration = stateConfiguration
+        let fileManager = FileManager.default
+        let hadDataDirectory = fileManager.fileExists(atPath: configuration.dataDirectory)
+        let hadDatabase = fileManager.fileExists(atPath: configuration.databasePath)
         let runtime = makeRuntime()
         do {
-            let store = try StateStore.open(stateConfiguration, runtime: runtime, notice: notice)
+            let store = try StateStore.open(configuration, runtime: runtime, notice: notice)
             defer { store.database.close() }
             runtime.exposeStateDatabase(store.database)
-            return try withExtendedLifetime(runtime) {
-                try runtime.runWorkflow(path, arguments: arguments)
+            do {
+                return try withExtendedLifetime(runtime) {
+                    try runtime.runWorkflow(path, arguments: arguments)
+                }
+            } catch {
+                if refusalWritesNothing && !hadDatabase {
+                    store.database.close()
+                    for suffix in ["", "-wal", "-shm"] { unlink(configuration.databasePath + suffix) }
+                    if !hadDataDirectory { rmdir(configuration.dataDirectory) }
+                }
+                throw error
             }
         } catch {
             throw maqet.exitCode(for: error)
