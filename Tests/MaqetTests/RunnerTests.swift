@@ -401,7 +401,13 @@ final class RunnerTests: XCTestCase {
             -- sleep's parent is the shell, which exits at once: sleep is nobody's child of ours.
             local r = assert(maqet.process.run({"sh", "-c", '"$0" 30 >/dev/null 2>&1 & echo $!', arg[1]}))
             local pid = math.tointeger(tonumber(r.stdout))
-            local info = assert(maqet.process.info(pid))
+            -- The shell's child runs "sh" until it has exec'd sleep: wait for that (bounded).
+            local info
+            for _ = 1, 500 do
+              info = assert(maqet.process.info(pid))
+              if info.cmdline[1] == arg[1] then break end
+              maqet.sleep(10)
+            end
             assert(info.cmdline[1] == arg[1], info.cmdline[1])
             assert(info.ppid ~= maqet.process.info(info.pid).pid)
             assert(maqet.process.wait_pid(pid, 100) == false)
