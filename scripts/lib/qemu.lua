@@ -35,11 +35,7 @@ qemu.default_interface = "virtio"
 --- The runtime directory of this maqet user ($XDG_RUNTIME_DIR/maqet, else /tmp/maqet-<uid>).
 ---@return string
 function qemu.runtime_dir()
-    if maqet.runtime_dir then return assert(maqet.runtime_dir()) end
-    local xdg = os.getenv("XDG_RUNTIME_DIR")
-    if xdg and xdg ~= "" then return xdg .. "/maqet" end
-    local r = maqet.process.run({ "id", "-u" })
-    return "/tmp/maqet-" .. ((r and r.stdout or ""):gsub("%s+", ""))
+    return assert(maqet.runtime_dir())
 end
 
 --- Where a VM's runtime files live: <runtime dir>/<first 12 characters of its id>/.

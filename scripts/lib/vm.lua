@@ -27,8 +27,7 @@ vm.default_start_timeout_s = 30
 vm.qmp_timeout_ms = 2000
 
 -- Process primitives -----------------------------------------------------------------------
--- maqet.process.info/signal/wait_pid are the host's; the fallbacks read /proc so this library
--- also works on a host without them.
+-- The host's maqet.process.info/signal/wait_pid (pidfds, /proc), under short local names.
 
 local function read_file(path)
     local f = io.open(path, "rb")
@@ -38,35 +37,11 @@ local function read_file(path)
     return text
 end
 
-local function proc_info(pid)
-    if maqet.process.info then return maqet.process.info(pid) end
-    local stat = read_file("/proc/" .. pid .. "/stat")
-    if not stat then return nil, "no such process", "ESRCH" end
-    local rest = stat:match("%) (.*)$")
-    local fields = {}
-    for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
-    local cmdline = {}
-    for w in (read_file("/proc/" .. pid .. "/cmdline") or ""):gmatch("([^%z]*)%z") do cmdline[#cmdline + 1] = w end
-    -- fields[1] is field 3 (state); field 22 (starttime, clock ticks since boot) is fields[20].
-    return { pid = pid, state = fields[1], start_time = tonumber(fields[20]), cmdline = cmdline }
-end
-
-local function signal(pid, name)
-    if maqet.process.signal then return maqet.process.signal(pid, name) end
-    local r, err = maqet.process.run({ "kill", "-s", name, tostring(pid) })
-    if not r then return nil, err end
-    return r.code == 0 or nil, r.stderr
-end
+local proc_info = maqet.process.info
+local signal = maqet.process.signal
 
 local function wait_pid(pid, timeout_ms)
-    if maqet.process.wait_pid then return maqet.process.wait_pid(pid, math.max(0, math.floor(timeout_ms))) end
-    local deadline = maqet.now() + timeout_ms / 1000
-    repeat
-        local info = proc_info(pid)
-        if not info or info.state == "Z" then return true end
-        maqet.sleep(20)
-    until maqet.now() >= deadline
-    return false
+    return maqet.process.wait_pid(pid, math.max(0, math.floor(timeout_ms)))
 end
 
 --- Seconds a process has been running, from its start_time (clock ticks since boot, USER_HZ 100).
@@ -303,9 +278,6 @@ function vm.start(name, opts)
     if vm.ACTIVE[row.status] then
         return nil, ("VM '%s' is already %s (pid %s); stop it first with 'maqet stop %s'"):format(
             name, row.status, tostring(row.pid or row.runner_pid or "-"), name), "EBUSY"
-    end
-    if not maqet.runner then
-        return nil, "this maqet has no runner (maqet.runner.launch is missing)", "ENOSYS"
     end
     local config = qemu.config(row)
     local paths = qemu.paths(row)
