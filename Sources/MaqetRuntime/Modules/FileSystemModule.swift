@@ -12,17 +12,6 @@ enum FileSystemModule {
         ("cwd", cwd),
     ]
 
-    static func errnoName(_ code: Int32) -> String {
-        switch code {
-        case ENOENT: return "ENOENT"
-        case EACCES: return "EACCES"
-        case ENOTDIR: return "ENOTDIR"
-        case ELOOP: return "ELOOP"
-        case ENAMETOOLONG: return "ENAMETOOLONG"
-        default: return "EIO"
-        }
-    }
-
     /// `maqet.fs.stat(path)`: `{type = "file"|"directory"|"link"|"socket"|"fifo"|"device",
     /// size = bytes, mode = permission bits, executable = bool, readable = bool}` (symlinks
     /// followed), or `nil, "maqet.fs.stat PATH: reason", "ENOENT"`. The corresponding C functions

@@ -194,6 +194,18 @@ enum YAMLModule {
 
     // MARK: Functions
 
+    /// Pushes the value of YAML `text` (1 result), or `nil, "<prefix>: problem", "EYAML"` (3).
+    private static func pushDecoded(_ lua: Lua, _ text: String, failurePrefix: String) -> Int32 {
+        let base = lua.top
+        do {
+            try push(lua, yaml: text)
+            return 1
+        } catch {
+            lua.top = base
+            return lua.fail("\(failurePrefix): \(describe(error))", code: "EYAML")
+        }
+    }
+
     /// `maqet.yaml.decode(text)`: the value, or `nil, "maqet.yaml.decode: … at line L column C", "EYAML"`.
     private static let decode: LuaFunction = { L in
         Lua.call(L) { lua in
@@ -205,14 +217,7 @@ enum YAMLModule {
             guard let text = String(validating: UnsafeRawBufferPointer(start: p, count: length), as: UTF8.self) else {
                 return lua.fail("maqet.yaml.decode: the text is not valid UTF-8", code: "EYAML")
             }
-            let base = lua.top
-            do {
-                try push(lua, yaml: text)
-                return 1
-            } catch {
-                lua.top = base
-                return lua.fail("maqet.yaml.decode: \(describe(error))", code: "EYAML")
-            }
+            return pushDecoded(lua, text, failurePrefix: "maqet.yaml.decode")
         }
     }
 
@@ -246,25 +251,7 @@ enum YAMLModule {
             guard let text = String(validating: bytes, as: UTF8.self) else {
                 return lua.fail("\(prefix): the file is not valid UTF-8", code: "EYAML")
             }
-            let base = lua.top
-            do {
-                try push(lua, yaml: text)
-                return 1
-            } catch {
-                lua.top = base
-                return lua.fail("\(prefix): \(describe(error))", code: "EYAML")
-            }
-        }
-    }
-
-    static func errnoName(_ code: Int32) -> String {
-        switch code {
-        case ENOENT: return "ENOENT"
-        case EACCES: return "EACCES"
-        case EISDIR: return "EISDIR"
-        case ENOTDIR: return "ENOTDIR"
-        case ELOOP: return "ELOOP"
-        default: return "EIO"
+            return pushDecoded(lua, text, failurePrefix: prefix)
         }
     }
 }
