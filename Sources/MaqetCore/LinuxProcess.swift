@@ -40,11 +40,17 @@ public enum LinuxProcess {
         // rest[0] is field 3 (state); field N is rest[N - 3].
         guard rest.count >= 20 else { throw SystemError(errno: EIO, "/proc/\(pid)/stat is truncated") }
         func field(_ n: Int) -> String { String(decoding: rest[n - 3], as: UTF8.self) }
-        var commandLine: [String] = []
-        if let raw = readSmallFile("/proc/\(pid)/cmdline"), !raw.isEmpty {
-            var parts = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-            if parts.last == "" { parts.removeLast() }
-            commandLine = parts
+        var commandLine = readCommandLine(pid)
+        // A process in the middle of execve has its new address space but not yet its argument
+        // vector, so for a few microseconds its cmdline reads empty (the vfork parent of
+        // posix_spawn is already running then). Only zombies and kernel threads (PF_KTHREAD in
+        // field 9) have no command line for good: anyone else is re-read briefly, bounded.
+        let kernelThread = (UInt64(field(9)) ?? 0) & 0x0020_0000 != 0
+        if commandLine.isEmpty, !kernelThread, field(3) != "Z", field(3) != "X" {
+            for _ in 0..<50 where commandLine.isEmpty {
+                usleep(200)
+                commandLine = readCommandLine(pid)
+            }
         }
         return ProcessSnapshot(
             pid: pid,
@@ -55,6 +61,13 @@ public enum LinuxProcess {
             startTime: Int64(field(22)) ?? 0,
             commandLine: commandLine
         )
+    }
+
+    private static func readCommandLine(_ pid: pid_t) -> [String] {
+        guard let raw = readSmallFile("/proc/\(pid)/cmdline"), !raw.isEmpty else { return [] }
+        var parts = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        if parts.last == "" { parts.removeLast() }
+        return parts
     }
 
     /// ESRCH with the message "no process PID".

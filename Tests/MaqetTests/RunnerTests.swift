@@ -394,6 +394,23 @@ final class RunnerTests: XCTestCase {
         XCTAssertEqual(result.stdout, "ok\n")
     }
 
+    /// posix_spawn returns while the child is still inside execve, when /proc/PID/cmdline can read
+    /// empty for a moment; `info` must still show the new command line (this raced 1 run in ~150).
+    func testProcessInfoRightAfterSpawnShowsTheCommandLine() {
+        let result = sandbox.runScript("""
+            for i = 1, 300 do
+              local proc <close> = assert(maqet.process.spawn({"sleep", "30"}))
+              local info = assert(maqet.process.info(proc:pid()))
+              assert(#info.cmdline == 2 and info.cmdline[1] == "sleep", "spawn " .. i .. ": " .. #info.cmdline .. " args")
+              proc:kill("KILL")
+              assert(proc:wait(5000))
+            end
+            print("ok")
+            """)
+        result.assertExit(0)
+        XCTAssertEqual(result.stdout, "ok\n")
+    }
+
     func testProcessInfoWaitAndSignalOnANonChild() {
         let sleeper = sandbox.home + "/nonchild-sleep"
         XCTAssertEqual(symlink("/bin/sleep", sleeper), 0)

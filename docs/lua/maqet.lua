@@ -207,7 +207,7 @@ function Process:close() end
 ---@field pgid integer        process group
 ---@field sid integer         session id
 ---@field start_time integer  field 22 of /proc/PID/stat: start time in clock ticks since boot (pid + start_time name one process)
----@field cmdline string[]    the argument vector (empty for a zombie)
+---@field cmdline string[]    the argument vector (empty for a zombie or a kernel thread)
 
 ---What /proc says about any process.
 ---@param pid integer
