@@ -8,6 +8,7 @@ extension Maqet {
     /// The work is the Lua workflow scripts/lifecycle/add.lua (with scripts/lib/config.lua).
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "add",
             abstract: "Define a VM from YAML config files.",
             discussion: """
                 Config files are merged in order: the positional files first, then each --vm-config \

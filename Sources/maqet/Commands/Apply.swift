@@ -8,6 +8,7 @@ extension Maqet {
     /// stopped VM's config. The work is the Lua workflow scripts/lifecycle/apply.lua.
     struct Apply: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "apply",
             abstract: "Change a stopped VM's config (creates the VM when it does not exist).",
             discussion: """
                 The stored config, then the files (positional first, then each --vm-config), then \

@@ -25,6 +25,7 @@ extension Maqet {
 extension Maqet.Db {
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "status",
             abstract: "Show the database's location, schema version, pending migrations, history and backups.",
             discussion: """
                 History rows show the SHA-256 recorded when each migration ran; EDITED marks a script \
@@ -124,6 +125,7 @@ extension Maqet.Db {
 
     struct Migrate: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "migrate",
             abstract: "Bring the database to the latest schema now (other commands do it automatically).",
             discussion: """
                 Takes the write lock, backs the database up (instances.db.backup-YYYYMMDD-HHMMSS, verified), \
@@ -173,6 +175,7 @@ extension Maqet.Db {
 
     struct Backup: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "backup",
             abstract: "Take a verified manual backup of the database as it is now.",
             discussion: """
                 Copies through SQLite's online backup API (safe while other maqet processes run), then \
@@ -198,6 +201,7 @@ extension Maqet.Db {
 
     struct Backups: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "backups",
             abstract: "List the backups in the data directory.",
             discussion: """
                 automatic: taken before a migration or a restore (the newest $MAQET_KEEP_BACKUPS, default 5, \
@@ -233,6 +237,7 @@ extension Maqet.Db {
 
     struct Restore: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "restore",
             abstract: "Replace the database's contents with a backup.",
             discussion: """
                 Verifies the backup, takes an automatic backup of the current database, then copies the \
@@ -267,6 +272,7 @@ extension Maqet.Db {
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "check",
             abstract: "Check the database: integrity, foreign keys, and the schema against the migrations.",
             discussion: """
                 Runs PRAGMA integrity_check and PRAGMA foreign_key_check, and compares the schema (tables, \

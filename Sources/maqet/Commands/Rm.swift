@@ -6,6 +6,7 @@ extension Maqet {
     /// `maqet rm NAME|--all [--force] [--yes] [--delete-storage]`: runs scripts/lifecycle/rm.lua.
     struct Rm: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "rm",
             abstract: "Remove a VM (or all VMs with --all) from maqet's state.",
             discussion: """
                 Refuses a running VM unless --force (which kills it first). --all asks \

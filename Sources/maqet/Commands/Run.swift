@@ -8,6 +8,7 @@ extension Maqet {
     /// `maqet run SCRIPT.lua [ARGS...]`: runs a Lua script with the maqet API and the state database.
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "run",
             abstract: "Run a Lua script with the maqet API (maqet.db, maqet.process, maqet.json, maqet.log, maqet.qmp).",
             discussion: """
                 Everything after SCRIPT is passed to the script untouched (also arguments that look \

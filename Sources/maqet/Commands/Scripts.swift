@@ -7,6 +7,7 @@ extension Maqet {
     /// `maqet scripts list`: which copy of each workflow script maqet uses.
     struct Scripts: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "scripts",
             abstract: "Show maqet's Lua workflow scripts and which copy of each is used.",
             discussion: """
                 Workflows (scripts/lifecycle/*.lua) and their libraries (scripts/lib/*.lua) are Lua \
@@ -18,7 +19,7 @@ extension Maqet {
         )
 
         struct List: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List every script with the copy in use (scripts-dir, user or built-in).")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List every script with the copy in use (scripts-dir, user or built-in).")
 
             @OptionGroup var global: GlobalOptions
 
@@ -52,7 +53,7 @@ extension Maqet {
         }
 
         struct Show: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Print a script (the copy in use, or the built-in one with --built-in).")
+            static let configuration = CommandConfiguration(commandName: "show", abstract: "Print a script (the copy in use, or the built-in one with --built-in).")
 
             @OptionGroup var global: GlobalOptions
 

@@ -6,6 +6,7 @@ extension Maqet {
     /// `maqet start NAME [--timeout S] [--no-wait]`: runs scripts/lifecycle/start.lua.
     struct Start: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "start",
             abstract: "Start a VM (its per-VM runner keeps it running after maqet exits).",
             discussion: """
                 Creates missing disk images that have a size (qemu-img), builds the QEMU command line \

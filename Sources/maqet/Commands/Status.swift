@@ -6,6 +6,7 @@ extension Maqet {
     /// `maqet status NAME [--format json]`: runs scripts/lifecycle/status.lua.
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "status",
             abstract: "Show a VM's true status, processes, sockets, uptime and config summary.",
             discussion: """
                 The status is checked against the real QEMU process first (a dead VM is recorded \

@@ -6,6 +6,7 @@ extension Maqet {
     /// `maqet stop NAME|--all [--force] [--timeout S]`: runs scripts/lifecycle/stop.lua.
     struct Stop: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "stop",
             abstract: "Stop a VM, or every running VM with --all.",
             discussion: """
                 Graceful stop: ACPI system_powerdown, wait up to --timeout seconds (default 30) for \
