@@ -4,7 +4,7 @@ import Glibc
 #endif
 
 /// What the runner of one VM needs to know, written as JSON (0600) to `<dir>/runner.json`.
-public struct RunnerSpec: Codable, Equatable, Sendable {
+public struct RunnerSpec: Equatable, Sendable {
     public var vmName: String
     public var vmID: String
     /// QEMU's whole argv, binary first (searched in PATH when it has no slash).
@@ -31,23 +31,101 @@ public struct RunnerSpec: Codable, Equatable, Sendable {
         self.dataDir = dataDir
     }
 
-    enum CodingKeys: String, CodingKey {
-        case vmName = "vm_name", vmID = "vm_id", argv, dir, runnerQMP = "runner_qmp", clientQMP = "client_qmp"
-        case timeoutMs = "timeout_ms", dataDir = "data_dir"
-    }
-
     public var specPath: String { (dir as NSString).appendingPathComponent("runner.json") }
     public var runnerLogPath: String { (dir as NSString).appendingPathComponent("runner.log") }
     public var qemuLogPath: String { (dir as NSString).appendingPathComponent("qemu.log") }
 
+    // The spec and the report are JSON through JSONValue, not Codable: both sit on the start's
+    // critical path, and Codable's first use instantiates generic metadata (about 0.5 ms per
+    // process in the CLI and again in the runner).
+
+    /// The spec as the JSON object written to `runner.json`.
+    public var json: JSONValue {
+        .object([
+            ("vm_name", .string(vmName)), ("vm_id", .string(vmID)), ("argv", .array(argv.map { .string($0) })),
+            ("dir", .string(dir)), ("runner_qmp", .string(runnerQMP)), ("client_qmp", .string(clientQMP)),
+            ("timeout_ms", .integer(Int64(timeoutMs))), ("data_dir", .string(dataDir)),
+        ])
+    }
+
+    /// Reads a spec back; a missing or mistyped field is an error naming it.
+    public init(json: JSONValue) throws {
+        let fields = try JSONFields(json, what: "the runner spec")
+        self.init(vmName: try fields.string("vm_name"), vmID: try fields.string("vm_id"),
+                  argv: try fields.strings("argv"), dir: try fields.string("dir"),
+                  runnerQMP: try fields.string("runner_qmp"), clientQMP: try fields.string("client_qmp"),
+                  timeoutMs: try fields.int("timeout_ms"), dataDir: try fields.string("data_dir"))
+    }
+
     public static func load(_ path: String) throws -> RunnerSpec {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        return try JSONDecoder().decode(RunnerSpec.self, from: data)
+        guard let bytes = LinuxProcess.readSmallFile(path) else { throw SystemError(errno: errno, "cannot read \(path)") }
+        return try RunnerSpec(json: JSONValue.parse(bytes: bytes))
     }
 }
 
+/// Typed access to the members of a JSON object, for the runner's spec and report.
+struct JSONFields {
+    let members: [(key: String, value: JSONValue)]
+    let what: String
+
+    init(_ value: JSONValue, what: String) throws {
+        guard case .object(let members) = value else { throw JSONFieldError("\(what) is not a JSON object") }
+        self.members = members
+        self.what = what
+    }
+
+    func value(_ key: String) -> JSONValue? {
+        guard let value = members.first(where: { $0.key == key })?.value, value != .null else { return nil }
+        return value
+    }
+
+    func string(_ key: String) throws -> String {
+        guard let s = try optionalString(key) else { throw JSONFieldError("\(what) has no \"\(key)\"") }
+        return s
+    }
+
+    func optionalString(_ key: String) throws -> String? {
+        switch value(key) {
+        case nil: return nil
+        case .string(let s)?: return s
+        default: throw JSONFieldError("\"\(key)\" in \(what) must be a string")
+        }
+    }
+
+    func strings(_ key: String) throws -> [String] {
+        guard case .array(let items)? = value(key) else { throw JSONFieldError("\"\(key)\" in \(what) must be an array of strings") }
+        return try items.map {
+            guard case .string(let s) = $0 else { throw JSONFieldError("\"\(key)\" in \(what) must be an array of strings") }
+            return s
+        }
+    }
+
+    func int(_ key: String) throws -> Int {
+        guard let i = try optionalInt(key) else { throw JSONFieldError("\(what) has no \"\(key)\"") }
+        return i
+    }
+
+    func optionalInt(_ key: String) throws -> Int? {
+        switch value(key) {
+        case nil: return nil
+        case .integer(let i)? where Int(exactly: i) != nil: return Int(i)
+        default: throw JSONFieldError("\"\(key)\" in \(what) must be an integer")
+        }
+    }
+
+    func bool(_ key: String) throws -> Bool {
+        guard case .bool(let b)? = value(key) else { throw JSONFieldError("\"\(key)\" in \(what) must be true or false") }
+        return b
+    }
+}
+
+struct JSONFieldError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// The one line the runner writes on its ready pipe.
-public struct RunnerReport: Codable, Sendable {
+public struct RunnerReport: Sendable {
     public var ok: Bool
     public var pid: Int32?
     public var runnerPID: Int32?
@@ -63,8 +141,25 @@ public struct RunnerReport: Codable, Sendable {
         self.code = code
     }
 
-    enum CodingKeys: String, CodingKey {
-        case ok, pid, runnerPID = "runner_pid", error, code
+    /// The report as the one-line JSON object written on the ready pipe (nil members left out).
+    public var json: JSONValue {
+        var members: [(key: String, value: JSONValue)] = [("ok", .bool(ok))]
+        if let pid { members.append(("pid", .integer(Int64(pid)))) }
+        if let runnerPID { members.append(("runner_pid", .integer(Int64(runnerPID)))) }
+        if let error { members.append(("error", .string(error))) }
+        if let code { members.append(("code", .string(code))) }
+        return .object(members)
+    }
+
+    public init(json: JSONValue) throws {
+        let fields = try JSONFields(json, what: "the runner's report")
+        func pid(_ key: String) throws -> Int32? {
+            guard let i = try fields.optionalInt(key) else { return nil }
+            guard let p = Int32(exactly: i) else { throw JSONFieldError("\"\(key)\" in the runner's report is not a pid") }
+            return p
+        }
+        self.init(ok: try fields.bool("ok"), pid: try pid("pid"), runnerPID: try pid("runner_pid"),
+                  error: try fields.optionalString("error"), code: try fields.optionalString("code"))
     }
 }
 
@@ -126,7 +221,7 @@ public enum RunnerLauncher {
         reapExited()
         try RuntimeDirectory.makePrivateDirectory(spec.dir)
         for path in [spec.runnerQMP, spec.clientQMP] { try RuntimeDirectory.checkSocketPath(path) }
-        try writePrivateFile(spec.specPath, contents: try JSONEncoder().encode(spec))
+        try writePrivateFile(spec.specPath, contents: Array(try spec.json.serialized().utf8))
         _ = unlink(spec.runnerLogPath)
 
         // The ready pipe; both ends close-on-exec and above the standard descriptors.
@@ -181,7 +276,7 @@ public enum RunnerLauncher {
         readOpen = false
 
         if let newline = line.firstIndex(of: UInt8(ascii: "\n")),
-           let report = try? JSONDecoder().decode(RunnerReport.self, from: Data(line[..<newline])) {
+           let report = try? RunnerReport(json: JSONValue.parse(bytes: Array(line[..<newline]))) {
             if report.ok, let pid = report.pid {
                 return RunnerLaunch(pid: pid, runnerPID: runnerPID, status: "running")
             }
@@ -253,14 +348,13 @@ public enum RunnerLauncher {
     }
 
     /// Creates (or replaces) `path` with mode 0600 and writes `contents`.
-    static func writePrivateFile(_ path: String, contents: Data) throws {
+    static func writePrivateFile(_ path: String, contents bytes: [UInt8]) throws {
         _ = unlink(path)
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw SystemError(errno: errno, "cannot write \(path)") }
         defer { _ = Glibc.close(fd) }
         _ = fchmod(fd, 0o600)
         var offset = 0
-        let bytes = [UInt8](contents)
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { raw in retryingEINTR { Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset) } }
             guard n > 0 else { throw SystemError(errno: errno, "cannot write \(path)") }

@@ -364,7 +364,7 @@ public final class VMRunner {
 
     /// Writes one JSON line on the ready pipe and closes it (EPIPE: nobody waits, fine).
     static func writeReport(_ fd: Int32, _ report: RunnerReport) {
-        var bytes = [UInt8]((try? JSONEncoder().encode(report)) ?? Data("{\"ok\":false}".utf8))
+        var bytes = Array(((try? report.json.serialized()) ?? #"{"ok":false}"#).utf8)
         bytes.append(UInt8(ascii: "\n"))
         _ = bytes.withUnsafeBytes { raw in retryingEINTR { Glibc.write(fd, raw.baseAddress, raw.count) } }
         _ = Glibc.close(fd)

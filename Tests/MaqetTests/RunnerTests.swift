@@ -243,6 +243,29 @@ final class RunnerTests: XCTestCase {
         XCTAssertTrue(eventually { processes(mentioning: sandbox.home).isEmpty })
     }
 
+    /// `maqet __runner` reads its spec itself: a spec that is missing, malformed or mistyped is one
+    /// line naming the file and the field, exit 1, and nothing is started.
+    func testRunnerRefusesABadSpecNamingTheField() {
+        let cases: [(String?, String)] = [
+            (nil, "cannot read \(sandbox.home)/spec.json: No such file or directory"),
+            ("[1", "unexpected end of input"),
+            (#"{"vm_name": "x"}"#, #"the runner spec has no "vm_id""#),
+            (#"{"vm_name": "x", "vm_id": "y", "argv": ["qemu", 1]}"#, #""argv" in the runner spec must be an array of strings"#),
+            (#"{"vm_name": "x", "vm_id": "y", "argv": ["q"], "dir": "/d", "runner_qmp": "/a", "client_qmp": "/b", "timeout_ms": "soon", "data_dir": "/x"}"#,
+             #""timeout_ms" in the runner spec must be an integer"#),
+        ]
+        for (text, expected) in cases {
+            let path = sandbox.home + "/spec.json"
+            unlink(path)
+            if let text { sandbox.write("spec.json", text) }
+            let result = sandbox.maqet(["__runner", "--spec", path])
+            result.assertExit(1)
+            XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+            assertContains(result.stderr, "maqet __runner: cannot read the runner spec \(path): ")
+            assertContains(result.stderr, expected)
+        }
+    }
+
     func testLaunchMisuseRaises() {
         let result = sandbox.runScript("""
             local function check(spec, expected)
