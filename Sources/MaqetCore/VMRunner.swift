@@ -128,13 +128,11 @@ public final class VMRunner {
         let interrupted = { [pidFD, signalFD] in
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
         }
-        // inotify on the socket's folder wakes the wait when QEMU creates the socket; without it
-        // (or while the socket exists but does not listen yet: QEMU binds, then listens) the wait
-        // re-checks every millisecond.
-        let watchFD = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
-        defer { if watchFD >= 0 { _ = Glibc.close(watchFD) } }
-        let watching = watchFD >= 0
-            && inotify_add_watch(watchFD, (spec.runnerQMP as NSString).deletingLastPathComponent, UInt32(IN_CREATE | IN_MOVED_TO)) >= 0
+        // Until QEMU's socket accepts, the wait re-checks every millisecond (QEMU's exit and stop
+        // signals still wake it at once). An inotify watch on the socket's folder was tried and
+        // dropped: waking on the socket's creation connects between QEMU's bind and listen, and
+        // in about half the starts QEMU then reached its main loop 10-20 ms later
+        // (scripts/bench --vm; docs/performance.md).
         var socketSeen = false
         while true {
             if LinuxProcess.readable(pidFD, timeoutMs: 0) {
@@ -167,13 +165,7 @@ public final class VMRunner {
                 }
             }
             var fds = [pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
-            if watching { fds.append(pollfd(fd: watchFD, events: Int16(POLLIN), revents: 0)) }
-            let wait = watching && !socketSeen ? left : min(left, 1)
-            _ = poll(&fds, nfds_t(fds.count), Int32(clamping: wait))
-            if watching && fds[2].revents != 0 {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                while (buffer.withUnsafeMutableBytes { Glibc.read(watchFD, $0.baseAddress, $0.count) }) > 0 {}
-            }
+            _ = poll(&fds, nfds_t(fds.count), Int32(clamping: min(left, 1)))
         }
     }
 
