@@ -128,12 +128,14 @@ public final class VMRunner {
         let interrupted = { [pidFD, signalFD] in
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
         }
-        // Until QEMU's socket accepts, the wait re-checks every millisecond (QEMU's exit and stop
-        // signals still wake it at once). An inotify watch on the socket's folder was tried and
+        // Until QEMU's socket accepts, the wait re-checks every millisecond for the first 250 ms
+        // (a guestless QEMU answers after about 25), then every 10 ms; QEMU's exit and stop
+        // signals still wake it at once. An inotify watch on the socket's folder was tried and
         // dropped: waking on the socket's creation connects between QEMU's bind and listen, and
         // in about half the starts QEMU then reached its main loop 10-20 ms later
         // (scripts/bench --vm; docs/performance.md).
         var socketSeen = false
+        let started = monotonicMs()
         while true {
             if LinuxProcess.readable(pidFD, timeoutMs: 0) {
                 let exit = reapQEMU()
@@ -165,7 +167,8 @@ public final class VMRunner {
                 }
             }
             var fds = [pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
-            _ = poll(&fds, nfds_t(fds.count), Int32(clamping: min(left, 1)))
+            let slice: Int64 = monotonicMs() - started < 250 ? 1 : 10
+            _ = poll(&fds, nfds_t(fds.count), Int32(clamping: min(left, slice)))
         }
     }
 
