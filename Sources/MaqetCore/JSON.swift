@@ -38,6 +38,14 @@ public struct JSONEncodingError: Error, CustomStringConvertible {
     public var description: String
 }
 
+extension JSONValue {
+    /// The member `key` of an object (nil for other values or a missing key).
+    public subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first(where: { $0.key == key })?.value
+    }
+}
+
 // MARK: Serialising
 
 extension JSONValue {

@@ -65,17 +65,18 @@ public struct RunnerSpec: Equatable, Sendable {
 
 /// Typed access to the members of a JSON object, for the runner's spec and report.
 struct JSONFields {
-    let members: [(key: String, value: JSONValue)]
+    let object: JSONValue
     let what: String
 
     init(_ value: JSONValue, what: String) throws {
-        guard case .object(let members) = value else { throw JSONFieldError("\(what) is not a JSON object") }
-        self.members = members
+        guard case .object = value else { throw JSONFieldError("\(what) is not a JSON object") }
+        object = value
         self.what = what
     }
 
+    /// The member `key`; null counts as missing.
     func value(_ key: String) -> JSONValue? {
-        guard let value = members.first(where: { $0.key == key })?.value, value != .null else { return nil }
+        guard let value = object[key], value != .null else { return nil }
         return value
     }
 

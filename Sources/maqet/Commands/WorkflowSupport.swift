@@ -46,12 +46,6 @@ extension GlobalOptions {
 }
 
 extension JSONValue {
-    /// The member `key` of an object (nil for other values or a missing key).
-    subscript(key: String) -> JSONValue? {
-        guard case .object(let members) = self else { return nil }
-        return members.first(where: { $0.key == key })?.value
-    }
-
     /// Text for a human: strings as they are, numbers plainly, null as "-".
     var plainText: String {
         switch self {
