@@ -24,8 +24,60 @@ public struct ProcessSnapshot: Equatable, Sendable {
 /// pidfds (`pidfd_open` + `poll`) to wait for them, `kill` to signal them.
 public enum LinuxProcess {
     /// Reads `/proc/PID/stat` and `/proc/PID/cmdline`. Throws `SystemError` (ESRCH for no such process).
-    public static func snapshot(_ pid: pid_t) throws -> ProcessSnapshot {
+    ///
+    /// A process in the middle of `execve` has its new address space but not yet its argument
+    /// vector, so its cmdline reads empty until the kernel has loaded the program (the vfork parent
+    /// of `posix_spawn` is already running then, and on a busy machine the window can last
+    /// milliseconds). Only zombies and kernel threads have no command line for good, so for anyone
+    /// else an empty one is read again until the exec has finished, the process has exited, or
+    /// `execWaitMs` has passed.
+    public static func snapshot(_ pid: pid_t, execWaitMs: Int64 = 2000) throws -> ProcessSnapshot {
         guard pid > 0 else { throw noProcess(pid) }
+        var stat = try readStat(pid)
+        var commandLine = readCommandLine(pid)
+        if commandLine.isEmpty, stat.mayBeInExec {
+            let deadline = monotonicMs() + execWaitMs
+            var pause: UInt32 = 100
+            while commandLine.isEmpty, stat.mayBeInExec, monotonicMs() < deadline {
+                usleep(pause)
+                pause = min(pause * 2, 5000)
+                guard let again = try? readStat(pid) else { break }
+                stat = again
+                commandLine = readCommandLine(pid)
+            }
+        }
+        return ProcessSnapshot(
+            pid: pid,
+            state: stat.state,
+            parentPID: stat.parentPID,
+            processGroupID: stat.processGroupID,
+            sessionID: stat.sessionID,
+            startTime: stat.startTime,
+            commandLine: commandLine
+        )
+    }
+
+    /// The fields of `/proc/PID/stat` that `snapshot` uses.
+    private struct StatFields {
+        var state: String
+        var parentPID: pid_t
+        var processGroupID: pid_t
+        var sessionID: pid_t
+        var startTime: Int64
+        /// PF_KTHREAD (0x00200000) in field 9.
+        var kernelThread: Bool
+        /// Fields 48 and 49, where the argument vector starts and ends. execve sets the start
+        /// first and the end once the program is loaded, so until then the end is not behind the
+        /// start (the kernel also shows both as 0 to a reader that may not trace the process).
+        var argStart: UInt64
+        var argEnd: UInt64
+
+        /// An empty command line is only temporary: not a zombie, not a kernel thread, and the
+        /// kernel has not placed an argument vector yet.
+        var mayBeInExec: Bool { state != "Z" && state != "X" && !kernelThread && argEnd <= argStart }
+    }
+
+    private static func readStat(_ pid: pid_t) throws -> StatFields {
         guard let stat = readSmallFile("/proc/\(pid)/stat") else {
             let e = errno
             if e == ENOENT || e == ESRCH { throw noProcess(pid) }
@@ -39,27 +91,16 @@ public enum LinuxProcess {
         let rest = stat[(close + 1)...].split(separator: UInt8(ascii: " "), omittingEmptySubsequences: true)
         // rest[0] is field 3 (state); field N is rest[N - 3].
         guard rest.count >= 20 else { throw SystemError(errno: EIO, "/proc/\(pid)/stat is truncated") }
-        func field(_ n: Int) -> String { String(decoding: rest[n - 3], as: UTF8.self) }
-        var commandLine = readCommandLine(pid)
-        // A process in the middle of execve has its new address space but not yet its argument
-        // vector, so for a few microseconds its cmdline reads empty (the vfork parent of
-        // posix_spawn is already running then). Only zombies and kernel threads (PF_KTHREAD in
-        // field 9) have no command line for good: anyone else is re-read briefly, bounded.
-        let kernelThread = (UInt64(field(9)) ?? 0) & 0x0020_0000 != 0
-        if commandLine.isEmpty, !kernelThread, field(3) != "Z", field(3) != "X" {
-            for _ in 0..<50 where commandLine.isEmpty {
-                usleep(200)
-                commandLine = readCommandLine(pid)
-            }
-        }
-        return ProcessSnapshot(
-            pid: pid,
+        func field(_ n: Int) -> String { n - 3 < rest.count ? String(decoding: rest[n - 3], as: UTF8.self) : "" }
+        return StatFields(
             state: field(3),
             parentPID: pid_t(field(4)) ?? 0,
             processGroupID: pid_t(field(5)) ?? 0,
             sessionID: pid_t(field(6)) ?? 0,
             startTime: Int64(field(22)) ?? 0,
-            commandLine: commandLine
+            kernelThread: (UInt64(field(9)) ?? 0) & 0x0020_0000 != 0,
+            argStart: UInt64(field(48)) ?? 0,
+            argEnd: UInt64(field(49)) ?? 0
         )
     }
 
@@ -79,8 +120,8 @@ public enum LinuxProcess {
 
     /// True while `pid` names a process that has not exited (a zombie has exited).
     public static func isAlive(_ pid: pid_t) -> Bool {
-        guard let snapshot = try? snapshot(pid) else { return false }
-        return !snapshot.isZombie
+        guard let stat = try? readStat(pid) else { return false }
+        return stat.state != "Z" && stat.state != "X"
     }
 
     /// Sends `signal` to `pid`. The corresponding C function is `kill`. Refuses pid <= 0 (a

@@ -63,7 +63,7 @@ public final class VMRunner {
             return 1
         }
         report(RunnerReport(ok: true, pid: qemuPID, runnerPID: pid))
-        let startTime = (try? LinuxProcess.snapshot(qemuPID).startTime).map { " (start time \($0))" } ?? ""
+        let startTime = (try? LinuxProcess.snapshot(qemuPID, execWaitMs: 0).startTime).map { " (start time \($0))" } ?? ""
         appendHistory("started: QEMU pid \(qemuPID)\(startTime), runner pid \(pid)")
         let exit = eventLoop()
         finish(exit)
