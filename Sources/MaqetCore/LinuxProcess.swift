@@ -28,9 +28,9 @@ public enum LinuxProcess {
     /// A process in the middle of `execve` has its new address space but not yet its argument
     /// vector, so its cmdline reads empty until the kernel has loaded the program (the vfork parent
     /// of `posix_spawn` is already running then, and on a busy machine the window can last
-    /// milliseconds). Only zombies and kernel threads have no command line for good, so for anyone
-    /// else an empty one is read again until the exec has finished, the process has exited, or
-    /// `execWaitMs` has passed.
+    /// milliseconds). Only zombies, exiting processes and kernel threads have no command line for
+    /// good, so for anyone else an empty one is read again until the exec has finished, the
+    /// process has exited, or `execWaitMs` has passed.
     public static func snapshot(_ pid: pid_t, execWaitMs: Int64 = 2000) throws -> ProcessSnapshot {
         guard pid > 0 else { throw noProcess(pid) }
         var stat = try readStat(pid)
@@ -66,15 +66,20 @@ public enum LinuxProcess {
         var startTime: Int64
         /// PF_KTHREAD (0x00200000) in field 9.
         var kernelThread: Bool
+        /// PF_EXITING (0x00000004) in field 9: on its way out, its address space may be gone.
+        var exiting: Bool
         /// Fields 48 and 49, where the argument vector starts and ends. execve sets the start
         /// first and the end once the program is loaded, so until then the end is not behind the
         /// start (the kernel also shows both as 0 to a reader that may not trace the process).
         var argStart: UInt64
         var argEnd: UInt64
 
-        /// An empty command line is only temporary: not a zombie, not a kernel thread, and the
-        /// kernel has not placed an argument vector yet.
-        var mayBeInExec: Bool { state != "Z" && state != "X" && !kernelThread && argEnd <= argStart }
+        /// An empty command line is only temporary: not a zombie, not a kernel thread, not
+        /// exiting (a process stuck in exit must not stall its reader), and the kernel has not
+        /// placed an argument vector yet.
+        var mayBeInExec: Bool {
+            state != "Z" && state != "X" && !kernelThread && !exiting && argEnd <= argStart
+        }
     }
 
     private static func readStat(_ pid: pid_t) throws -> StatFields {
@@ -92,13 +97,15 @@ public enum LinuxProcess {
         // rest[0] is field 3 (state); field N is rest[N - 3].
         guard rest.count >= 20 else { throw SystemError(errno: EIO, "/proc/\(pid)/stat is truncated") }
         func field(_ n: Int) -> String { n - 3 < rest.count ? String(decoding: rest[n - 3], as: UTF8.self) : "" }
+        let flags = UInt64(field(9)) ?? 0
         return StatFields(
             state: field(3),
             parentPID: pid_t(field(4)) ?? 0,
             processGroupID: pid_t(field(5)) ?? 0,
             sessionID: pid_t(field(6)) ?? 0,
             startTime: Int64(field(22)) ?? 0,
-            kernelThread: (UInt64(field(9)) ?? 0) & 0x0020_0000 != 0,
+            kernelThread: flags & 0x0020_0000 != 0,
+            exiting: flags & 0x0000_0004 != 0,
             argStart: UInt64(field(48)) ?? 0,
             argEnd: UInt64(field(49)) ?? 0
         )
