@@ -222,12 +222,14 @@ enum Syscalls {
     private typealias SyscallFunction = @convention(c) (Int, Int, Int) -> Int
     private typealias SignalfdFunction = @convention(c) (Int32, UnsafePointer<sigset_t>, Int32) -> Int32
     private typealias AddClosefromFunction = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private typealias AddChdirFunction = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
 
     private static let libc = dlopen(nil, RTLD_NOW)
     private static let pidfdOpenFunction: PidfdOpenFunction? = dlsym(libc, "pidfd_open").map { unsafeBitCast($0, to: PidfdOpenFunction.self) }
     private static let syscallFunction: SyscallFunction? = dlsym(libc, "syscall").map { unsafeBitCast($0, to: SyscallFunction.self) }
     private static let signalfdFunction: SignalfdFunction? = dlsym(libc, "signalfd").map { unsafeBitCast($0, to: SignalfdFunction.self) }
     private static let addClosefromFunction: AddClosefromFunction? = dlsym(libc, "posix_spawn_file_actions_addclosefrom_np").map { unsafeBitCast($0, to: AddClosefromFunction.self) }
+    private static let addChdirFunction: AddChdirFunction? = dlsym(libc, "posix_spawn_file_actions_addchdir_np").map { unsafeBitCast($0, to: AddChdirFunction.self) }
 
     /// `SYS_pidfd_open`: the same number on every architecture (the unified syscall table).
     private static let pidfdOpenNumber = 434
@@ -251,6 +253,12 @@ enum Syscalls {
     static func addClosefrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, from: Int32) -> Bool {
         guard let function = addClosefromFunction else { return false }
         return function(actions, from) == 0
+    }
+
+    /// `posix_spawn_file_actions_addchdir_np(actions, directory)` (glibc 2.29); an errno, 0 on success.
+    static func addChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ directory: String) -> Int32 {
+        guard let function = addChdirFunction else { return ENOSYS }
+        return function(actions, directory)
     }
 
     /// `POSIX_SPAWN_SETSID` (glibc 2.26): the child starts a new session.

@@ -326,24 +326,13 @@ public enum RunnerLauncher {
     /// posix_spawn in a new session: stdin and stdout /dev/null, stderr appended to `stderrPath`,
     /// `readyWriteEnd` as fd 3, every other descriptor closed.
     static func spawnDetached(_ arguments: [String], stderrPath: String, readyWriteEnd: Int32) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        ProcessSpawn.resetSignals(&attributes, extraFlags: Syscalls.spawnSetsid)
-
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, readyWriteEnd, readyFD)
-        Syscalls.addClosefrom(&actions, from: readyFD + 1)
-
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, arguments[0], &actions, &attributes, &argv, environ)
+        let (child, rc) = ProcessSpawn.spawn(arguments, searchPath: false, newSession: true) { actions in
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, readyWriteEnd, readyFD)
+            Syscalls.addClosefrom(&actions, from: readyFD + 1)
+        }
         guard rc == 0 else { throw SystemError(errno: rc, "cannot start the runner '\(arguments[0])'") }
         return child
     }
@@ -371,20 +360,5 @@ public enum RunnerLauncher {
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty }
             .joined(separator: "; ")
-    }
-}
-
-/// Spawn attributes shared by the runner and QEMU.
-enum ProcessSpawn {
-    /// The child starts with default signal dispositions and an empty signal mask.
-    static func resetSignals(_ attributes: inout posix_spawnattr_t, extraFlags: Int32 = 0) {
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(Int32(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK) | extraFlags))
     }
 }

@@ -104,16 +104,6 @@ public final class Subprocess {
         precondition(!options.arguments.isEmpty, "Subprocess needs a program")
         let program = options.arguments[0]
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-
-        // The child starts with default dispositions and an empty mask, whatever maqet ignores.
-        ProcessSpawn.resetSignals(&attributes)
-
         var parentEnds: [Int32] = []
         var childEnds: [Int32] = []
         func closeAll(_ fds: [Int32]) { for fd in fds where fd >= 0 { _ = Glibc.close(fd) } }
@@ -131,48 +121,33 @@ public final class Subprocess {
         }
 
         var stdinParent: Int32 = -1, stdoutParent: Int32 = -1, stderrParent: Int32 = -1
-        if options.input != nil {
-            let p = try makePipe()
-            stdinParent = p.write
-            parentEnds.append(p.write); childEnds.append(p.read)
-            posix_spawn_file_actions_adddup2(&actions, p.read, 0)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        }
-        for (target, mode) in [(Int32(1), options.stdout), (Int32(2), options.stderr)] {
-            switch mode {
-            case .inherit: break
-            case .discard: posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
-            case .capture:
+        let (child, rc) = try ProcessSpawn.spawn(options.arguments, searchPath: true, environment: options.environment) { actions in
+            if options.input != nil {
                 let p = try makePipe()
-                if target == 1 { stdoutParent = p.read } else { stderrParent = p.read }
-                parentEnds.append(p.read); childEnds.append(p.write)
-                posix_spawn_file_actions_adddup2(&actions, p.write, target)
+                stdinParent = p.write
+                parentEnds.append(p.write); childEnds.append(p.read)
+                posix_spawn_file_actions_adddup2(&actions, p.read, 0)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             }
-        }
-        if let directory = options.directory {
-            let rc = Subprocess.addChdir(&actions, directory)
-            if rc != 0 {
-                closeAll(parentEnds + childEnds)
-                throw SystemError(errno: rc, "cannot run '\(program)' in '\(directory)'")
+            for (target, mode) in [(Int32(1), options.stdout), (Int32(2), options.stderr)] {
+                switch mode {
+                case .inherit: break
+                case .discard: posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
+                case .capture:
+                    let p = try makePipe()
+                    if target == 1 { stdoutParent = p.read } else { stderrParent = p.read }
+                    parentEnds.append(p.read); childEnds.append(p.write)
+                    posix_spawn_file_actions_adddup2(&actions, p.write, target)
+                }
             }
-        }
-
-        var argv: [UnsafeMutablePointer<CChar>?] = options.arguments.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        let envp: [UnsafeMutablePointer<CChar>?]? = options.environment.map { env in
-            env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        }
-        defer { envp?.forEach { free($0) } }
-
-        var child: pid_t = 0
-        let rc: Int32
-        if let envp {
-            rc = envp.withUnsafeBufferPointer { env in
-                posix_spawnp(&child, program, &actions, &attributes, &argv, UnsafeMutablePointer(mutating: env.baseAddress))
+            if let directory = options.directory {
+                let rc = Syscalls.addChdir(&actions, directory)
+                if rc != 0 {
+                    closeAll(parentEnds + childEnds)
+                    throw SystemError(errno: rc, "cannot run '\(program)' in '\(directory)'")
+                }
             }
-        } else {
-            rc = posix_spawnp(&child, program, &actions, &attributes, &argv, environ)
         }
         closeAll(childEnds)
         if rc != 0 {
@@ -347,18 +322,50 @@ public final class Subprocess {
         if fd >= 0 { _ = Glibc.close(fd) }
         fd = -1
     }
+}
 
-    /// `posix_spawn_file_actions_addchdir_np` (glibc 2.29) is not visible to Swift without
-    /// _GNU_SOURCE; look it up at run time.
-    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
-    private static let addChdirFunction: AddChdir? = {
-        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addchdir_np") else { return nil }
-        return unsafeBitCast(symbol, to: AddChdir.self)
-    }()
+/// posix_spawn as maqet uses it for every child (scripts' processes, the runner, QEMU).
+enum ProcessSpawn {
+    /// Starts `arguments` with the file actions `fileActions` adds. The child gets default signal
+    /// dispositions and an empty signal mask, whatever maqet ignores or blocks. `searchPath` looks
+    /// a slash-less argv[0] up in PATH; `environment` nil passes maqet's own; `newSession` makes
+    /// the child a session leader. Returns the child's pid, or the error number (0 on success) the
+    /// caller words for its context.
+    static func spawn(
+        _ arguments: [String], searchPath: Bool, environment: [String: String]? = nil, newSession: Bool = false,
+        fileActions: (inout posix_spawn_file_actions_t) throws -> Void
+    ) rethrows -> (pid: pid_t, errno: Int32) {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        let flags = Int32(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK) | (newSession ? Syscalls.spawnSetsid : 0)
+        posix_spawnattr_setflags(&attributes, Int16(flags))
+        try fileActions(&actions)
 
-    private static func addChdir(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ directory: String) -> Int32 {
-        guard let function = addChdirFunction else { return ENOSYS }
-        return function(actions, directory)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        let envp: [UnsafeMutablePointer<CChar>?]? = environment.map { env in
+            env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        }
+        defer { envp?.forEach { free($0) } }
+        var child: pid_t = 0
+        func call(_ env: UnsafePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+            searchPath
+                ? posix_spawnp(&child, arguments[0], &actions, &attributes, &argv, env)
+                : posix_spawn(&child, arguments[0], &actions, &attributes, &argv, env)
+        }
+        let rc = envp.map { $0.withUnsafeBufferPointer { call($0.baseAddress) } } ?? call(environ)
+        return (rc == 0 ? child : -1, rc)
     }
 }
 

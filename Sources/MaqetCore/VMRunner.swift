@@ -92,22 +92,12 @@ public final class VMRunner {
         guard logFD >= 0 else { throw SystemError(errno: errno, "cannot create \(spec.qemuLogPath)") }
         defer { _ = Glibc.close(logFD) }
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        ProcessSpawn.resetSignals(&attributes)
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
-        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
-        Syscalls.addClosefrom(&actions, from: 3)
-
-        var argv: [UnsafeMutablePointer<CChar>?] = spec.argv.map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var child: pid_t = 0
-        let rc = posix_spawnp(&child, spec.argv[0], &actions, &attributes, &argv, environ)
+        let (child, rc) = ProcessSpawn.spawn(spec.argv, searchPath: true) { actions in
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, logFD, 1)
+            posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+            Syscalls.addClosefrom(&actions, from: 3)
+        }
         guard rc == 0 else {
             let error = SystemError(errno: rc, "cannot run '\(spec.argv[0])'")
             throw RunnerLaunchError(error.message, code: error.codeName)
