@@ -48,29 +48,6 @@ final class LifecycleTests: XCTestCase {
         return found.sorted()
     }
 
-    func commandLine(_ pid: pid_t) -> String {
-        (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")).map {
-            String(decoding: $0, as: UTF8.self).replacingOccurrences(of: "\0", with: " ")
-        } ?? "?"
-    }
-
-    /// Whether `pid` is a live process (not a zombie).
-    func isAlive(_ pid: Int) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(close, offsetBy: 2)] != "Z"
-    }
-
-    /// Polls `condition` every 20 ms for up to `seconds`; returns whether it became true.
-    func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(20_000)
-        }
-        return condition()
-    }
-
     static let guestless = #"{"memory": "64M", "display": "none", "arguments": [{"machine": "none"}, {"accel": "kvm"}]}"#
     static let q35 = #"{"memory": "64M", "cpu": 1, "display": "none", "vga": "none", "arguments": [{"machine": "q35"}, {"accel": "kvm"}]}"#
 

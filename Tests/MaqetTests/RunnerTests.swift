@@ -72,35 +72,6 @@ final class RunnerTests: XCTestCase {
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Polls `condition` every 20 ms for up to `seconds` (a bound, not a timing assertion).
-    @discardableResult
-    func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(20_000)
-        }
-        return condition()
-    }
-
-    /// /proc/PID/stat split after the command name: [0] = field 3 (state), [3] = field 6 (session).
-    func statFields(_ pid: pid_t) -> [String]? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return nil }
-        return text[text.index(after: close)...].split(separator: " ").map(String.init)
-    }
-
-    /// True once `pid` has exited (gone, or a zombie).
-    func isGone(_ pid: pid_t) -> Bool {
-        guard let fields = statFields(pid) else { return true }
-        return fields[0] == "Z"
-    }
-
-    func commandLine(_ pid: pid_t) -> String {
-        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "?" }
-        return String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\0", with: " ")
-    }
-
     /// Live (non-zombie) processes whose command line contains `text`.
     func processes(mentioning text: String) -> [pid_t] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
