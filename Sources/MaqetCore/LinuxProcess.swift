@@ -77,9 +77,9 @@ public enum LinuxProcess {
         /// An empty command line is only temporary: not a zombie, not a kernel thread, not
         /// exiting (a process stuck in exit must not stall its reader), and the kernel has not
         /// placed an argument vector yet.
-        var mayBeInExec: Bool {
-            state != "Z" && state != "X" && !kernelThread && !exiting && argEnd <= argStart
-        }
+        var mayBeInExec: Bool { !isZombie && !kernelThread && !exiting && argEnd <= argStart }
+
+        var isZombie: Bool { state == "Z" || state == "X" }
     }
 
     private static func readStat(_ pid: pid_t) throws -> StatFields {
@@ -128,7 +128,7 @@ public enum LinuxProcess {
     /// True while `pid` names a process that has not exited (a zombie has exited).
     public static func isAlive(_ pid: pid_t) -> Bool {
         guard let stat = try? readStat(pid) else { return false }
-        return stat.state != "Z" && stat.state != "X"
+        return !stat.isZombie
     }
 
     /// Sends `signal` to `pid`. The corresponding C function is `kill`. Refuses pid <= 0 (a
