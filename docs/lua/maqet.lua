@@ -204,8 +204,8 @@ function Process:close() end
 ---@field pid integer
 ---@field state string        one letter from /proc/PID/stat: "R", "S", "D", "Z" (zombie: it has exited), "T", ...
 ---@field ppid integer        parent pid
----@field pgid integer        process group
----@field sid integer         session id
+---@field pgid integer        process group (0 when its leader is outside this pid namespace)
+---@field sid integer         session id (0 when its leader is outside this pid namespace)
 ---@field start_time integer  field 22 of /proc/PID/stat: start time in clock ticks since boot (pid + start_time name one process)
 ---@field cmdline string[]    the argument vector (empty for a zombie or a kernel thread)
 
