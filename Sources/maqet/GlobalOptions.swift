@@ -63,6 +63,8 @@ func reorderGlobalOptions(_ arguments: [String], root: ParsableCommand.Type) -> 
         command = sub
         rest = rest.dropFirst()
     }
-    if path.isEmpty { return arguments }
+    // No subcommand follows (`maqet --maqet-data-dir D frob`, or only `--help`): the options
+    // have nothing to apply to, so the parser reports what is really wrong, not them.
+    if path.isEmpty { return Array(rest) }
     return path + globals + Array(rest)
 }

@@ -117,6 +117,11 @@ final class LsTests: XCTestCase {
         let dbBefore = sandbox.root.file("db-before")
         sandbox.maqet(["--maqet-data-dir", dbBefore, "db", "migrate"], useDataDirOption: false).assertExit(0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dbBefore + "/instances.db"))
+        // A mistyped subcommand after the option is what the usage error names, not the option.
+        let typo = sandbox.maqet(["--maqet-data-dir", dbBefore, "lss"], useDataDirOption: false)
+        typo.assertExit(64)
+        assertContains(typo.stderr, "'lss'")
+        XCTAssertFalse(typo.stderr.contains("--maqet-data-dir"), typo.stderr)
 
         // $MAQET_DATA_DIR, and the option wins over it.
         let fromEnv = sandbox.root.file("from-env")
