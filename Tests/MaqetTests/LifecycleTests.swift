@@ -307,6 +307,10 @@ final class LifecycleTests: XCTestCase {
             if let pid = s["pid"] as? Int { pids.append(pid); XCTAssertTrue(isAlive(pid)) }
         }
         XCTAssertEqual(Set(pids).count, 10)
+        let refused = sandbox.maqet(["rm", "--all", "--yes"])
+        refused.assertExit(3)
+        XCTAssertEqual(refused.stderr, "maqet: VMs " + names.map { "'\($0)'" }.joined(separator: ", ")
+                       + " are running; stop them first (maqet stop --all) or use --force\n")
 
         let stopped = sandbox.maqet(["stop", "--all", "--timeout", "1"])
         stopped.assertExit(0)
@@ -473,7 +477,7 @@ final class LifecycleTests: XCTestCase {
 
         let refused = sandbox.maqet(["rm", "disky"])
         refused.assertExit(3)
-        XCTAssertEqual(refused.stderr, "maqet: VM disky is running; stop it first or use --force\n")
+        XCTAssertEqual(refused.stderr, "maqet: VM 'disky' is running; stop it first (maqet stop disky) or use --force\n")
         let refusedAll = sandbox.maqet(["rm", "--all", "--yes"])
         refusedAll.assertExit(3)
         let noTerminal = sandbox.maqet(["rm", "--all", "--force"])

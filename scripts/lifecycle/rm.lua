@@ -40,10 +40,13 @@ return {
         end
         if #running > 0 and not args.force then
             local names = {}
-            for _, row in ipairs(running) do names[#names + 1] = row.name end
-            maqet.error(("%s %s running; stop %s first or use --force"):format(
-                #names == 1 and "VM" or "VMs", table.concat(names, ", ") .. (#names == 1 and " is" or " are"),
-                #names == 1 and "it" or "them"), "refused")
+            for _, row in ipairs(running) do names[#names + 1] = ("'%s'"):format(row.name) end
+            if #names == 1 then
+                maqet.error(("VM %s is running; stop it first (maqet stop %s) or use --force"):format(
+                    names[1], running[1].name), "refused")
+            end
+            maqet.error(("VMs %s are running; stop them first (maqet stop --all) or use --force"):format(
+                table.concat(names, ", ")), "refused")
         end
         if args.all and not confirm(("Remove %d VM%s?"):format(#rows, #rows == 1 and "" or "s"), args) then
             maqet.error("nothing removed", "refused")
