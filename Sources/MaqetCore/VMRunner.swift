@@ -123,7 +123,7 @@ public final class VMRunner {
         // signals still wake it at once. An inotify watch on the socket's folder was tried and
         // dropped: waking on the socket's creation connects between QEMU's bind and listen, and
         // in about half the starts QEMU then reached its main loop 10-20 ms later
-        // (scripts/bench --vm; docs/performance.md).
+        // (Tools/bench --vm; docs/performance.md).
         var socketSeen = false
         let started = monotonicMs()
         while true {
