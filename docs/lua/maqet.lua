@@ -408,7 +408,8 @@ maqet.vm = {}
 ---@field no_wait? boolean   return once the runner is launched
 
 ---@class maqet.VMStopOptions
----@field timeout_s? number  how long to wait for the guest after system_powerdown (default 30)
+---@field timeout_s? number  how long to wait for the guest to power off (default 30)
+---@field powerdown_interval_s? number  seconds between repeated system_powerdowns (default 2)
 ---@field force? boolean     SIGKILL at once
 
 ---Every VM sorted by name, each checked against its real processes (dead VMs are recorded).
@@ -430,13 +431,14 @@ function maqet.vm.get(name) end
 ---@return string? code    "ENOVM", "EBUSY" (already running), "EQEMU", "ETIMEDOUT", "ENOENT" (no binary), ...
 function maqet.vm.start(name, opts) end
 
----Stops a VM: system_powerdown, wait timeout_s, quit, SIGTERM, SIGKILL (force: SIGKILL at once).
+---Stops a VM: system_powerdown every powerdown_interval_s until QEMU exits or timeout_s passes,
+---then quit, SIGTERM, SIGKILL (force: SIGKILL at once). A VM still starting is waited for first.
 ---Stopping a VM that is not running returns a result with `was_running = false`.
 ---@param name string
 ---@param opts? maqet.VMStopOptions
----@return {name: string, status: string, stopped_by?: "powerdown"|"quit"|"SIGTERM"|"SIGKILL", was_running: boolean}|nil result
+---@return {name: string, status: string, stopped_by?: "powerdown"|"quit"|"SIGTERM"|"SIGKILL", was_running: boolean, powerdowns?: integer, start_failed?: boolean}|nil result
 ---@return string? message
----@return string? code    "ENOVM", "ESTOP" (QEMU would not exit)
+---@return string? code    "ENOVM", "ESTOP" (QEMU would not exit), "EBUSY" (still starting after timeout_s)
 function maqet.vm.stop(name, opts) end
 
 ---Runs one QMP command on a running VM's client monitor (connect, execute, close; 5 s timeout).

@@ -354,24 +354,64 @@ end
 
 -- Stop ------------------------------------------------------------------------------------------
 
+vm.default_powerdown_interval_s = 2
+
 local function connect(path)
     if not path or not maqet.qmp then return nil end
     local conn = maqet.qmp.connect(path, { timeout_ms = vm.qmp_timeout_ms })
     return conn
 end
 
---- Stops the given (reconciled) rows together: ACPI system_powerdown, wait up to timeout_s, QMP
---- quit, SIGTERM, SIGKILL (force: SIGKILL at once). Returns one result per row:
---- {name, status, stopped_by = "powerdown"|"quit"|"SIGTERM"|"SIGKILL"|nil, was_running}.
+-- Waits (until `deadline`, a maqet.now() value) for the starts of the rows that say `starting`
+-- to finish, one way or the other. Returns the rows, each re-read and reconciled.
+local function settle_starts(rows, deadline)
+    local function starting(row) return row.status == "starting" end
+    while true do
+        local waiting
+        for i, row in ipairs(rows) do
+            if starting(row) then
+                local fresh = row_by_name(row.name)
+                rows[i] = fresh and fresh.id == row.id and vm.reconcile(fresh) or row
+                if starting(rows[i]) then waiting = rows[i] end
+            end
+        end
+        local left_ms = (deadline - maqet.now()) * 1000
+        if not waiting or left_ms <= 0 then return rows end
+        -- The start's maqet (or, with --no-wait, the runner) writes the row or ends meanwhile;
+        -- a pid that has already gone is reconciled on the next round, after a short pause.
+        local pid = waiting.runner_pid
+        if not pid or wait_pid(pid, math.min(left_ms, 50)) then maqet.sleep(math.min(left_ms, 20)) end
+    end
+end
+
+--- Stops the given (reconciled) rows together. The graceful ladder: ACPI system_powerdown, sent
+--- again every powerdown_interval_s (default 2: a guest that is still booting misses the first)
+--- until QEMU exits or timeout_s (default 30) has passed, then QMP quit, SIGTERM, SIGKILL (5 s
+--- each); force: SIGKILL at once. A row that says `starting` is waited for first (within
+--- timeout_s): once its start has finished it is stopped like the others; a start that failed
+--- leaves nothing to stop (start_failed = true).
+--- Returns one result per row: {name, status, stopped_by = "powerdown"|"quit"|"SIGTERM"|"SIGKILL"|nil,
+--- was_running, powerdowns (how many were sent), start_failed} or {name, error, code}.
 function vm.stop_rows(rows, opts)
     opts = opts or {}
-    local timeout_ms = (tonumber(opts.timeout_s) or vm.default_stop_timeout_s) * 1000
+    local timeout_s = tonumber(opts.timeout_s) or vm.default_stop_timeout_s
+    local interval_s = tonumber(opts.powerdown_interval_s) or vm.default_powerdown_interval_s
+    if interval_s <= 0 then interval_s = vm.default_powerdown_interval_s end
+    local deadline = maqet.now() + timeout_s
+
+    local was_starting = {}
+    for _, row in ipairs(rows) do
+        if row.status == "starting" then was_starting[row.name] = true end
+    end
+    if next(was_starting) then rows = settle_starts(rows, deadline) end
+
     local results, pending = {}, {}
     for _, row in ipairs(rows) do
         local result = { name = row.name, status = row.status, was_running = vm.ACTIVE[row.status] or false }
         results[#results + 1] = result
-        if row.status == "starting" and not row.pid then
-            result.error = ("is still starting (by pid %s); try again when the start has finished"):format(tostring(row.runner_pid))
+        if row.status == "starting" then
+            result.error = ("is still starting (by pid %s) after %g s; try again when the start has finished"):format(
+                tostring(row.runner_pid), timeout_s)
             result.code = "EBUSY"
         elseif vm.ACTIVE[row.status] then
             local paths = qemu.paths(row)
@@ -379,14 +419,16 @@ function vm.stop_rows(rows, opts)
                 row = row, result = result, pid = row.pid,
                 socket = row.qmp_socket_path or paths.client_qmp,
             }
+        elseif was_starting[row.name] then
+            -- The start failed meanwhile: nothing of it is left, the VM is not running.
+            result.was_running, result.start_failed = true, true
         end
     end
 
-    local function wait_all(ms, step)
-        local deadline = maqet.now() + ms / 1000
+    local function wait_all(until_time, step)
         for _, t in ipairs(pending) do
             if not t.done then
-                if not t.pid or not vm.process_alive(t.pid) or wait_pid(t.pid, math.max(0, (deadline - maqet.now()) * 1000)) then
+                if not t.pid or not vm.process_alive(t.pid) or wait_pid(t.pid, math.max(0, (until_time - maqet.now()) * 1000)) then
                     t.done = true
                     t.result.stopped_by = t.pid and step or nil
                 end
@@ -397,39 +439,51 @@ function vm.stop_rows(rows, opts)
         for _, t in ipairs(pending) do if not t.done then return true end end
         return false
     end
+    local function after(ms) return maqet.now() + ms / 1000 end
 
-    wait_all(0, nil) -- a starting VM without QEMU, or one that died meanwhile
-    if opts.force then
-        for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
-        wait_all(5000, "SIGKILL")
-    else
-        -- A QEMU whose monitor does not answer (wedged, SIGSTOPped) is not waited on for ACPI
-        -- or quit: each QMP call has a timeout and the escalation moves on to signals.
+    -- Sends system_powerdown to every VM still there; returns whether any got it.
+    local function powerdown()
         local sent = false
         for _, t in ipairs(pending) do
             if not t.done then
-                t.conn = connect(t.socket)
+                if not t.conn and not t.gave_up then t.conn = connect(t.socket) end
                 if t.conn then
                     local ok, desc, code = t.conn:execute("system_powerdown", nil, { timeout_ms = vm.qmp_timeout_ms })
                     if ok then
                         sent = true
+                        t.result.powerdowns = (t.result.powerdowns or 0) + 1
                     else
                         maqet.log.info(("%s: system_powerdown: %s"):format(t.row.name, tostring(desc)))
-                        if code == "ETIMEDOUT" or code == "EPIPE" then t.conn:close(); t.conn = nil end
+                        if code == "ETIMEDOUT" or code == "EPIPE" then t.conn:close(); t.conn = nil; t.gave_up = true end
                     end
+                else
+                    t.gave_up = true
                 end
             end
         end
-        wait_all(sent and timeout_ms or 0, "powerdown")
+        return sent
+    end
+
+    wait_all(0, nil) -- a VM that died meanwhile
+    if opts.force then
+        for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
+        wait_all(after(5000), "SIGKILL")
+    else
+        -- A QEMU whose monitor does not answer (wedged, SIGSTOPped) is not waited on for ACPI
+        -- or quit: each QMP call has a timeout and the escalation moves on to signals.
+        while remaining() and maqet.now() < deadline do
+            if not powerdown() then break end
+            wait_all(math.min(deadline, after(interval_s * 1000)), "powerdown")
+        end
         if remaining() then
-            sent = false
+            local sent = false
             for _, t in ipairs(pending) do
                 if not t.done and t.conn then
                     local ok = t.conn:execute("quit", nil, { timeout_ms = vm.qmp_timeout_ms })
                     sent = sent or ok ~= nil
                 end
             end
-            wait_all(sent and 5000 or 0, "quit")
+            wait_all(after(sent and 5000 or 0), "quit")
         end
         for _, t in ipairs(pending) do if t.conn then t.conn:close(); t.conn = nil end end
         if remaining() then
@@ -437,11 +491,11 @@ function vm.stop_rows(rows, opts)
             for _, t in ipairs(pending) do
                 if not t.done then signal(t.pid, "TERM"); signal(t.pid, "CONT") end
             end
-            wait_all(5000, "SIGTERM")
+            wait_all(after(5000), "SIGTERM")
         end
         if remaining() then
             for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
-            wait_all(5000, "SIGKILL")
+            wait_all(after(5000), "SIGKILL")
         end
     end
 
@@ -469,8 +523,8 @@ function vm.stop_rows(rows, opts)
     return results
 end
 
---- Stops one VM. opts: force, timeout_s (default 30).
---- Returns {name, status, stopped_by, was_running} or nil, message, code.
+--- Stops one VM. opts: force, timeout_s (default 30), powerdown_interval_s (default 2).
+--- Returns {name, status, stopped_by, was_running, powerdowns, start_failed} or nil, message, code.
 function vm.stop(name, opts)
     local row = row_by_name(name)
     if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end

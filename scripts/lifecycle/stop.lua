@@ -1,14 +1,16 @@
--- maqet stop NAME|--all [--force] [--timeout S]
--- Graceful: ACPI system_powerdown on the client monitor, wait up to --timeout (default 30 s) for
--- QEMU to exit, then QMP quit, then SIGTERM, then SIGKILL (5 s each). --force: SIGKILL at once.
--- The result names the step that ended each VM (stopped_by). The row says stopped only after
--- QEMU has exited. With --all every running VM is stopped together (one shared timeout).
+-- maqet stop NAME|--all [--force] [--timeout S] [--powerdown-interval S]
+-- Graceful: ACPI system_powerdown on the client monitor, sent again every --powerdown-interval
+-- (default 2 s) until QEMU exits or --timeout (default 30 s) has passed, then QMP quit, then
+-- SIGTERM, then SIGKILL (5 s each). --force: SIGKILL at once. A VM that is still starting is
+-- waited for (within --timeout) and then stopped. The result names the step that ended each VM
+-- (stopped_by). The row says stopped only after QEMU has exited. With --all every running VM is
+-- stopped together (one shared timeout).
 local vm = require("maqet.lib.vm")
 
 return {
-    description = "Stop a VM (or all): powerdown, quit, SIGTERM, SIGKILL",
+    description = "Stop a VM (or all): powerdown (repeated), quit, SIGTERM, SIGKILL",
     run = function(args)
-        local opts = { force = args.force, timeout_s = args.timeout }
+        local opts = { force = args.force, timeout_s = args.timeout, powerdown_interval_s = args.powerdown_interval }
         if args.all then
             local rows = {}
             for _, row in ipairs(vm.list()) do

@@ -3,19 +3,24 @@ import Foundation
 import MaqetCore
 
 extension Maqet {
-    /// `maqet stop NAME|--all [--force] [--timeout S]`: runs scripts/lifecycle/stop.lua.
+    /// `maqet stop NAME|--all [--force] [--timeout S] [--powerdown-interval S]`: runs
+    /// scripts/lifecycle/stop.lua.
     struct Stop: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "stop",
             abstract: "Stop a VM, or every running VM with --all.",
             discussion: """
-                Graceful stop: ACPI system_powerdown, wait up to --timeout seconds (default 30) for \
-                QEMU to exit, then the QMP command quit, then SIGTERM, then SIGKILL (5 s each). \
-                --force sends SIGKILL at once. Prints which step ended each VM ('stopped by: \
+                Graceful stop: ACPI system_powerdown, sent again every --powerdown-interval \
+                seconds (default 2; a guest that is still booting misses the first) until QEMU \
+                exits or --timeout seconds (default 30) have passed, then the QMP command quit, \
+                then SIGTERM, then SIGKILL (5 s each). --force sends SIGKILL at once. A VM that is \
+                still starting is waited for (within --timeout), then stopped; if its start \
+                fails, nothing is left to stop. Prints which step ended each VM ('stopped by: \
                 powerdown|quit|SIGTERM|SIGKILL'). The VM is recorded stopped only after QEMU has \
                 exited. Stopping a VM that is not running is not an error. The steps are \
-                scripts/lifecycle/stop.lua. Exit status: 0 stopped; 1 a QEMU would not exit; \
-                5 no such VM; 64 neither NAME nor --all.
+                scripts/lifecycle/stop.lua. Exit status: 0 stopped; 1 a QEMU would not exit, or \
+                the VM was still starting when --timeout passed; 5 no such VM; 64 neither NAME \
+                nor --all.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -32,11 +37,18 @@ extension Maqet {
         @Option(help: ArgumentHelp("Seconds to wait for the guest to power off before escalating (default 30).", valueName: "seconds"))
         var timeout: Double?
 
+        @Option(name: .customLong("powerdown-interval"),
+                help: ArgumentHelp("Seconds between repeated ACPI powerdowns (default 2).", valueName: "seconds"))
+        var powerdownInterval: Double?
+
         @Option(help: "Output format: text or json.")
         var format: ReportFormat = .text
 
         func validate() throws {
             try validateTimeout(timeout)
+            if let powerdownInterval, !(powerdownInterval > 0 && powerdownInterval.isFinite) {
+                throw ValidationError("--powerdown-interval must be a number of seconds greater than 0")
+            }
             if all == (name != nil) { throw ValidationError("give either a VM name or --all") }
         }
 
@@ -44,6 +56,7 @@ extension Maqet {
             var args: [(key: String, value: JSONValue)] = [("all", .bool(all)), ("force", .bool(force))]
             if let name { args.append(("name", .string(name))) }
             if let timeout { args.append(("timeout", .double(timeout))) }
+            if let powerdownInterval { args.append(("powerdown_interval", .double(powerdownInterval))) }
             let result = try global.runLifecycleWorkflow("stop.lua", args)
             if format == .json { result.printJSON(); return }
             let items = all ? (result["vms"]?.arrayItems ?? []) : [result]
@@ -52,6 +65,8 @@ extension Maqet {
                 let vm = item["name"]?.plainText ?? "?"
                 if let step = item["stopped_by"], step != .null {
                     print("\(vm): stopped (stopped by: \(step.plainText))")
+                } else if item["start_failed"] == .bool(true) {
+                    print("\(vm): not running (its start failed; status \(item["status"]?.plainText ?? "-"))")
                 } else if item["was_running"] == .bool(true) {
                     print("\(vm): stopped (QEMU had already exited)")
                 } else {
