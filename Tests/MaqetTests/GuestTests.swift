@@ -87,6 +87,27 @@ final class GuestTests: XCTestCase {
         XCTAssertEqual(status(sandbox, "quick"), "stopped")
     }
 
+    /// `maqet start a; maqet start b; maqet stop --all`: both booting guests are reached, together.
+    func testStopAllReachesEveryBootingGuest() throws {
+        let sandbox = makeSandbox()
+        var serials: [String: String] = [:]
+        for name in ["one", "two"] {
+            var vm = GuestVM(name: name)
+            vm.serialLog = sandbox.serialLog(name)
+            serials[name] = vm.serialLog
+            try sandbox.addGuest(vm)
+            sandbox.maqet(["start", name]).assertExit(0)
+        }
+        let stopped = sandbox.maqet(["stop", "--all", "--timeout", "180"])
+        stopped.assertExit(0)
+        XCTAssertEqual(stopped.stdout, "one: stopped (stopped by: powerdown)\ntwo: stopped (stopped by: powerdown)\n",
+                       serials.values.map(serialText).joined(separator: "\n---\n"))
+        for (name, serial) in serials {
+            XCTAssertTrue(serialText(serial).contains(GuestImage.powerButton), "\(name): \(serialText(serial))")
+            XCTAssertEqual(status(sandbox, name), "stopped")
+        }
+    }
+
     /// A guest that ignores the power button: the ladder moves on to quit when --timeout passes.
     func testGuestIgnoringThePowerButtonIsEndedByQuit() throws {
         let sandbox = makeSandbox()
@@ -98,10 +119,12 @@ final class GuestTests: XCTestCase {
 
         sandbox.maqet(["start", "stubborn"]).assertExit(0)
         guard waitForSerial(serial, GuestImage.booted) else { return }
-        let stopped = sandbox.maqet(["stop", "stubborn", "--timeout", "6"])
+        let stopped = sandbox.maqet(["stop", "stubborn", "--timeout", "6", "--powerdown-interval", "1"])
         stopped.assertExit(0)
         XCTAssertEqual(stopped.stdout, "stubborn: stopped (stopped by: quit)\n")
-        XCTAssertTrue(serialText(serial).contains(GuestImage.powerButtonIgnored), serialText(serial))
+        // The button was pressed again and again while the timeout ran (at 0, 1, 2, ... s).
+        XCTAssertGreaterThanOrEqual(serialText(serial).components(separatedBy: GuestImage.powerButtonIgnored).count - 1, 2,
+                                    serialText(serial))
         // Every press the guest saw was ignored ("…-POWERBUTTON" never printed on its own).
         let text = serialText(serial)
         XCTAssertEqual(text.components(separatedBy: GuestImage.powerButton).count,
