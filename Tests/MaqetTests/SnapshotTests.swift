@@ -30,7 +30,7 @@ final class SnapshotTests: XCTestCase {
     // MARK: - Helpers
 
     /// Adds VM `name` whose storage is `disks` (YAML list items) on a q35 held at -S (TCG).
-    func addVM(_ sandbox: Sandbox, _ name: String, disks: String) {
+    func addVM(_ sandbox: Sandbox, _ name: String, disks: String, arguments: [String] = []) {
         let config = sandbox.write("\(name).yaml", """
             name: \(name)
             memory: 64M
@@ -41,7 +41,7 @@ final class SnapshotTests: XCTestCase {
               - machine: q35
               - accel: tcg
               - S
-            storage:
+            \(arguments.map { "  - " + $0 + "\n" }.joined())storage:
             \(disks)
             """)
         sandbox.maqet(["add", config]).assertExit(0)
@@ -244,6 +244,25 @@ final class SnapshotTests: XCTestCase {
         XCTAssertEqual(records(sandbox, "live"), "cold:0\n")
         sandbox.maqet(["snapshot", "delete", "live", "warm"]).assertExit(5)
         sandbox.maqet(["stop", "live", "--force"]).assertExit(0)
+    }
+
+    func testAFailedJobReportsQEMUsErrorAndLeavesNothing() {
+        // An ivshmem device in peer mode blocks migration, and so QEMU's snapshot-save job.
+        let sandbox = makeSandbox()
+        let disk = sandbox.root.file("sys.qcow2")
+        addVM(sandbox, "blocked", disks: qcow2Item(sandbox, "sys"),
+              arguments: ["\"object memory-backend-ram,id=hm,size=1M\"", "{device: {driver: ivshmem-plain, memdev: hm}}"])
+        sandbox.maqet(["start", "blocked"]).assertExit(0)
+        let failed = sandbox.maqet(["snapshot", "create", "blocked", "s1"])
+        failed.assertExit(1)
+        assertContains(failed.stderr, "QEMU could not save snapshot 's1': Migration is disabled")
+        XCTAssertEqual(failed.stderr.split(separator: "\n").count, 1, failed.stderr)
+        XCTAssertEqual(tags(disk), [])
+        XCTAssertEqual(records(sandbox, "blocked"), "")
+        let jobs = sandbox.maqet(["qmp", "blocked", "query-jobs"])
+        jobs.assertExit(0)
+        XCTAssertFalse(jobs.stdout.contains("snapshot"), "the failed job was dismissed: \(jobs.stdout)")
+        sandbox.maqet(["stop", "blocked", "--force"]).assertExit(0)
     }
 
     // MARK: - Refusals and the truth
