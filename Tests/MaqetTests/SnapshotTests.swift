@@ -184,6 +184,15 @@ final class SnapshotTests: XCTestCase {
         XCTAssertTrue(hasPattern(first, "0x11"), "the first disk was not rolled back")
         XCTAssertEqual(tags(first), ["base"])
 
+        // A deletion cannot be undone, so it is checked on every disk before any is changed.
+        let delete = sandbox.maqet(["snapshot", "delete", "pair", "base"])
+        delete.assertExit(1)
+        assertContains(delete.stderr, "disk 'b'")
+        assertContains(delete.stderr, "nothing was changed")
+        XCTAssertEqual(tags(first), ["base"])
+        XCTAssertEqual(tags(second), ["base"])
+        XCTAssertEqual(records(sandbox, "pair"), "base:0\n")
+
         sandbox.maqet(["stop", "holder", "--force"]).assertExit(0)
         sandbox.maqet(["snapshot", "load", "pair", "base"]).assertExit(0)
         XCTAssertFalse(hasPattern(first, "0x11"))

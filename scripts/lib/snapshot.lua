@@ -126,6 +126,20 @@ local function from_qemu(s)
     }
 end
 
+-- Runs qemu-img with `args`: its result, or nil and its message on one line.
+local function qemu_img(args, timeout_ms)
+    timeout_ms = timeout_ms or 60000
+    local argv = { storage.qemu_img }
+    for _, word in ipairs(args) do argv[#argv + 1] = word end
+    local r, err = maqet.process.run(argv, { timeout_ms = timeout_ms })
+    if not r then return nil, ("cannot run qemu-img: %s (install qemu-utils)"):format(err) end
+    if r.timed_out then return nil, ("qemu-img %s did not finish within %d s"):format(args[1], timeout_ms // 1000) end
+    if r.code ~= 0 then
+        return nil, (((r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", ""):gsub("\n", "; ")))
+    end
+    return r
+end
+
 --- The snapshots stored in the qcow2 image `file` (`qemu-img info -U`, so it also reads an
 --- image a running QEMU holds). nil, message, code when it cannot be read.
 ---@param file string
@@ -136,11 +150,8 @@ function snapshot.on_disk(file)
     if not storage.exists(file) then
         return nil, ("%s does not exist (a disk is created on the VM's first 'maqet start')"):format(file), "ENOENT"
     end
-    local r, err = maqet.process.run({ storage.qemu_img, "info", "-U", "--output=json", "--", file }, { timeout_ms = 60000 })
-    if not r then return nil, ("cannot run qemu-img: %s (install qemu-utils)"):format(err), "EFAIL" end
-    if r.code ~= 0 then
-        return nil, ((r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", ""):gsub("\n", "; ")), "EFAIL"
-    end
+    local r, err = qemu_img({ "info", "-U", "--output=json", "--", file })
+    if not r then return nil, err, "EFAIL" end
     local info = maqet.json.decode(r.stdout)
     if type(info) ~= "table" then return nil, "qemu-img info printed no JSON for " .. file, "EFAIL" end
     local out = {}
@@ -148,16 +159,17 @@ function snapshot.on_disk(file)
     return out
 end
 
---- Runs `qemu-img snapshot FLAG SNAP FILE`; true, or nil and qemu-img's message.
+-- `qemu-img snapshot FLAG SNAP FILE`: true, or nil and qemu-img's message.
 local function qemu_img_snapshot(flag, snap, file)
-    local r, err = maqet.process.run({ storage.qemu_img, "snapshot", flag, snap, "--", file },
-        { timeout_ms = snapshot.qemu_img_timeout_ms })
-    if not r then return nil, ("cannot run qemu-img: %s (install qemu-utils)"):format(err) end
-    if r.timed_out then return nil, ("qemu-img snapshot %s did not finish within %d s"):format(flag, snapshot.qemu_img_timeout_ms // 1000) end
-    if r.code ~= 0 then
-        return nil, ((r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", ""):gsub("\n", "; "))
-    end
-    return true
+    local r, err = qemu_img({ "snapshot", flag, snap, "--", file }, snapshot.qemu_img_timeout_ms)
+    return r and true, err
+end
+
+-- Whether qemu-img can open `file` without force-sharing it: nil and qemu-img's message while
+-- another process, such as a running QEMU, holds the image's lock.
+local function unlocked(file)
+    local r, err = qemu_img({ "snapshot", "-l", "--", file })
+    return r and true, err
 end
 
 local function find(list, snap)
@@ -602,6 +614,14 @@ function snapshot.delete(name, snap, opts)
                 return nil, ("VM '%s': QEMU could not delete snapshot '%s': %s"):format(name, snap, jerr), jcode
             end
         else
+            -- A deletion cannot be undone: first make sure qemu-img can open every disk.
+            for _, disk in ipairs(holders) do
+                local free, lerr = unlocked(disk.file)
+                if not free then
+                    return nil, ("VM '%s': cannot delete snapshot '%s' from disk '%s' (%s): %s; nothing was changed"):format(
+                        name, snap, disk.name, disk.file, lerr), "EFAIL"
+                end
+            end
             local gone = {}
             for _, disk in ipairs(holders) do
                 local done, derr = qemu_img_snapshot("-d", snap, disk.file)
