@@ -198,6 +198,24 @@ final class SnapshotTests: XCTestCase {
         XCTAssertFalse(hasPattern(first, "0x11"))
     }
 
+    func testTwoCreatesOfOneNameAtOnceMakeOneSnapshot() {
+        let sandbox = makeSandbox()
+        let disk = sandbox.root.file("hdd.qcow2")
+        createImage(disk)
+        addVM(sandbox, "web", disks: qcow2Item(sandbox, "hdd"))
+        var codes = [Int32](repeating: -1, count: 4)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            let result = sandbox.maqet(["snapshot", "create", "web", "same"])
+            lock.lock()
+            codes[i] = result.code
+            lock.unlock()
+        }
+        XCTAssertEqual(codes.sorted(), [0, 1, 1, 1])
+        XCTAssertEqual(tags(disk), ["same"])
+        XCTAssertEqual(records(sandbox, "web"), "same:0\n")
+    }
+
     // MARK: - A running VM: QMP jobs
 
     func testLiveSaveLoadAndDeleteOnARunningQEMU() throws {

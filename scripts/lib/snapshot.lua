@@ -194,13 +194,19 @@ function snapshot.records(vm_id)
     return rows
 end
 
-local function record(row, snap, live, files, vm_state_size)
-    maqet.db:transaction(function(tx)
-        assert(tx:exec([[INSERT INTO vm_snapshots (vm_id, name, live, disks, vm_state_size) VALUES (?, ?, ?, ?, ?)
-                         ON CONFLICT(vm_id, name) DO UPDATE SET live = excluded.live, disks = excluded.disks,
-                           vm_state_size = excluded.vm_state_size, created_at = CURRENT_TIMESTAMP]],
-            row.id, snap, live and 1 or 0, maqet.json.encode(array(files)), vm_state_size))
-    end)
+-- Claims the name before any disk is touched: the UNIQUE(vm_id, name) constraint makes two
+-- creates of one name at once end with one snapshot (qemu-img itself allows duplicate tags).
+-- false when the name is already recorded.
+local function claim(row, snap, live, files)
+    local n = maqet.db:exec([[INSERT INTO vm_snapshots (vm_id, name, live, disks, vm_state_size)
+                              VALUES (?, ?, ?, ?, 0) ON CONFLICT(vm_id, name) DO NOTHING]],
+        row.id, snap, live and 1 or 0, maqet.json.encode(array(files)))
+    return assert(n) > 0
+end
+
+local function record_size(row, snap, vm_state_size)
+    assert(maqet.db:exec("UPDATE vm_snapshots SET vm_state_size = ? WHERE vm_id = ? AND name = ?",
+        vm_state_size, row.id, snap))
 end
 
 local function forget(row, snap)
@@ -458,6 +464,11 @@ function snapshot.create(name, snap, opts)
             name, snap, name), "EEXIST"
     end
 
+    if not claim(ctx.row, snap, ctx.live, files(ctx.disks)) then
+        close(ctx)
+        return nil, ("VM '%s' already has a snapshot named '%s' (see 'maqet snapshot list %s'; delete it first or pick another name)"):format(
+            name, snap, name), "EEXIST"
+    end
     local vm_state_size = 0
     if ctx.live then
         local done, jerr, jcode = run_job(ctx, "snapshot-save", {
@@ -474,6 +485,7 @@ function snapshot.create(name, snap, opts)
         end
         close(ctx)
         if not done then
+            forget(ctx.row, snap)
             return nil, ("VM '%s': QEMU could not save snapshot '%s': %s"):format(name, snap, jerr), jcode
         end
     else
@@ -482,13 +494,14 @@ function snapshot.create(name, snap, opts)
             local created, cerr = qemu_img_snapshot("-c", snap, disk.file)
             if not created then
                 for _, d in ipairs(done) do qemu_img_snapshot("-d", snap, d.file) end
+                forget(ctx.row, snap)
                 return nil, ("VM '%s': cannot snapshot disk '%s' (%s): %s; nothing was changed"):format(
                     name, disk.name, disk.file, cerr), "EFAIL"
             end
             done[#done + 1] = disk
         end
     end
-    record(ctx.row, snap, ctx.live, files(ctx.disks), vm_state_size)
+    record_size(ctx.row, snap, vm_state_size)
     maqet.log.info(("%s: took %s snapshot '%s' of %d disk(s)"):format(name, ctx.live and "live" or "offline", snap, #ctx.disks))
     return { name = name, snapshot = snap, live = ctx.live, disks = files(ctx.disks), vm_state_size = vm_state_size }
 end
