@@ -126,6 +126,28 @@ final class ConsoleTests: XCTestCase {
         sandbox.maqet(["wait", "g", "--console", "second-7", "--timeout", "60"]).assertExit(0)
         XCTAssertFalse(sandbox.maqet(["console", "g", "--log"]).stdout.contains("never-typed"))
 
+        // On a terminal (a pty from script(1)): raw mode, typing reaches the guest, Ctrl-] detaches.
+        let tty = Process()
+        tty.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        tty.arguments = ["-qec", "\(maqetBinary) --maqet-data-dir \(sandbox.dataDir) console g", "/dev/null"]
+        tty.environment = testEnvironment(home: sandbox.home)
+        let keys = Pipe(), screen = Pipe()
+        tty.standardInput = keys
+        tty.standardOutput = screen
+        tty.standardError = screen
+        try tty.run()
+        XCTAssertTrue(eventually(30) { sandbox.maqet(["console", "g"]).stderr.contains("already attached") }, "the terminal attach never took the lock")
+        keys.fileHandleForWriting.write(Data("echo tty-$((5*5))\r".utf8))
+        sandbox.maqet(["wait", "g", "--console", "tty-25", "--timeout", "60"]).assertExit(0)
+        keys.fileHandleForWriting.write(Data([0x1d]))
+        tty.waitUntilExit()
+        let shown = String(decoding: screen.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(tty.terminationStatus, 0, shown)
+        assertContains(shown, "Escape character is ^]")
+        assertContains(shown, "Detached from the console of VM 'g'")
+        try? keys.fileHandleForWriting.close()
+        XCTAssertNil(sandbox.runScript("print(maqet.vm.console('g'):attached())", name: "free.lua").stdout.range(of: #"^\d"#, options: .regularExpression))
+
         var info = stat()
         XCTAssertEqual(stat(consoleLog(sandbox, "g"), &info), 0)
         XCTAssertEqual(info.st_mode & 0o777, 0o600)
@@ -153,7 +175,25 @@ final class ConsoleTests: XCTestCase {
             assert(c:send("echo first-$((1+1))-boot\\n"))
             assert(c:expect("first-2-boot", { from = after, timeout_ms = 60000 }))
             """).assertExit(0)
+        // --follow prints what comes (the power button's marker during the stop) and ends with the VM.
+        let follow = Process()
+        follow.executableURL = URL(fileURLWithPath: maqetBinary)
+        follow.arguments = ["--maqet-data-dir", sandbox.dataDir, "console", "g", "--log", "--follow"]
+        follow.environment = testEnvironment(home: sandbox.home)
+        let followed = Pipe()
+        follow.standardOutput = followed
+        follow.standardInput = FileHandle.nullDevice
+        try follow.run()
+        var followedText = Data()
+        let reader = DispatchQueue(label: "follow")
+        reader.async { followedText = followed.fileHandleForReading.readDataToEndOfFile() }
         sandbox.maqet(["stop", "g"]).assertExit(0)
+        follow.waitUntilExit()
+        reader.sync {}
+        XCTAssertEqual(follow.terminationStatus, 0)
+        let followedLog = String(decoding: followedText, as: UTF8.self)
+        assertContains(followedLog, "first-2-boot")
+        assertContains(followedLog, GuestImage.powerButton)
         // A stopped VM: its last boot's output is searched once, no waiting.
         sandbox.maqet(["wait", "g", "--console", "first-2-boot"]).assertExit(0)
         let gone = sandbox.maqet(["wait", "g", "--console", "never-printed"])
