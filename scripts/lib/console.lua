@@ -27,8 +27,14 @@ console.poll_ms = 50
 console.send_timeout_ms = 5000
 console.default_timeout_ms = 30000
 
--- Statuses in which a VM's QEMU is (or is about to be) there, so its console may still print.
-local LIVE = { running = true, starting = true, stopping = true, paused = true }
+--- Whether a VM in `status` has (or is about to have) a QEMU, so its console may still print:
+--- lib/vm.lua's active statuses, and paused. (lib/vm.lua requires this file, so it is asked
+--- when called, not at load time.)
+---@param status string
+---@return boolean
+function console.active(status)
+    return require("maqet.lib.vm").ACTIVE[status] == true or status == "paused"
+end
 
 local function size_of(path)
     local info = path and maqet.fs.stat(path)
@@ -178,7 +184,7 @@ end
 --- Whether the VM's row still says its QEMU is (or will be) there.
 function Console:live()
     local row = maqet.db:query("SELECT status FROM vm_instances WHERE id = ?", self.id)
-    return row and row[1] and LIVE[row[1].status] or false
+    return row ~= nil and row[1] ~= nil and console.active(row[1].status)
 end
 
 --- The current end of the console log (an absolute offset).

@@ -18,10 +18,7 @@ local wait = {}
 wait.poll_ms = 100
 wait.STATES = { "running", "paused", "stopped", "crashed" }
 
--- Statuses in which QEMU is (or is about to be) there.
-local function active(status)
-    return vm.ACTIVE[status] or status == "paused"
-end
+local active = console.active
 
 local reached = {
     running = function(row) return row.status == "running" and row.alive end,

@@ -82,6 +82,12 @@ extension Maqet {
 
             // Stop signals arrive on a signalfd, so the terminal is restored before the command ends.
             var (signalFD, previousMask) = SerialConsole.signalDescriptor([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+            if signalFD < 0 {
+                // No signalfd: leave the signals deliverable (a signal then ends the command
+                // without restoring the terminal, but it never goes unheard).
+                pthread_sigmask(SIG_SETMASK, &previousMask, nil)
+                signalFD = -1
+            }
             let previousPipe = Glibc.signal(SIGPIPE, SIG_IGN)
             defer {
                 if signalFD >= 0 { _ = close(signalFD) }
