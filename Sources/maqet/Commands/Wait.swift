@@ -54,29 +54,10 @@ extension Maqet {
             if let timeout { args.append(("timeout", .double(timeout))) }
             let result = try global.runLifecycleWorkflow("wait.lua", args)
             if let match = result["match"]?.stringValue {
-                print("\(name): console printed \(Self.quoted(match))")
+                print("\(name): console printed \"\(match)\"") // control bytes made visible by wait.lua
             } else {
                 print("\(name): \(result["status"]?.plainText ?? "-")")
             }
-        }
-
-        /// A match for a one-line message: control characters shown as escapes.
-        static func quoted(_ text: String) -> String {
-            var out = "\""
-            for scalar in text.unicodeScalars.prefix(200) {
-                switch scalar {
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\"": out += "\\\""
-                default:
-                    if scalar.value < 0x20 || scalar.value == 0x7f {
-                        out += String(format: "\\x%02x", scalar.value)
-                    } else {
-                        out.unicodeScalars.append(scalar)
-                    }
-                }
-            }
-            return out + "\""
         }
     }
 }
