@@ -87,7 +87,7 @@ public enum RuntimeDirectory {
 
     /// Removes the files the runner leaves in `directory` and the directory itself (if then empty).
     public static func removeVMDirectory(_ directory: String, extraFiles: [String] = []) {
-        for name in ["runner.qmp", "qmp.sock", "qemu.log", "runner.log", "runner.json"] {
+        for name in ["runner.qmp", "qmp.sock", "qemu.log", "runner.log", "runner.json", "console.sock", "console.lock"] {
             _ = unlink((directory as NSString).appendingPathComponent(name))
         }
         for file in extraFiles { _ = unlink(file) }

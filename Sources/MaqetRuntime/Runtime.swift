@@ -52,6 +52,9 @@ public final class Runtime {
         (nil, RuntimeDirModule.functions),
         ("runner", RunnerModule.functions),
         // ---- end runner-core ----
+        // The serial console (console slice): maqet.console, maqet.regex.
+        ("console", ConsoleModule.functions),
+        ("regex", RegexModule.functions),
     ]
 
     private func installModules() {
@@ -61,6 +64,7 @@ public final class Runtime {
         JSONModule.registerTypes(lua)
         ErrorModule.registerTypes(lua)
         QMPModule.registerTypes(lua)
+        RegexModule.registerTypes(lua)
         lua.newTable()
         for module in Self.modules {
             if let name = module.name {

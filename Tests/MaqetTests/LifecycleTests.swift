@@ -418,6 +418,8 @@ final class LifecycleTests: XCTestCase {
             -accel kvm -boot menu=off,order=n -nographic -accel tcg \
             -drive 'file=/srv/my disk.qcow2,format=qcow2,if=virtio' \
             -virtfs local,path=/srv/share,mount_tag=host,security_model=mapped-xattr \
+            -chardev socket,id=maqet-console,path=\(dir)/console.sock,server=on,wait=off,\
+            logfile=\(sandbox.dataDir)/logs/shown.console.log,logappend=on -serial chardev:maqet-console \
             -chardev socket,id=maqet-runner,path=\(dir)/runner.qmp,server=on,wait=off -mon chardev=maqet-runner,mode=control \
             -chardev socket,id=maqet-client,path=\(dir)/qmp.sock,server=on,wait=off -mon chardev=maqet-client,mode=control
 

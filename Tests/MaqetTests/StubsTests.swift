@@ -88,7 +88,7 @@ final class StubsTests: XCTestCase {
     /// something registered. Methods are written with the usual variable: db:, rows:, proc:, conn:.
     func testAPIReferenceHeadingsMatchTheRuntime() throws {
         let registered = try registeredSurface()
-        let variable = ["maqet.database": "db", "maqet.rows": "rows", "maqet.process": "proc", "maqet.qmp": "conn"]
+        let variable = ["maqet.database": "db", "maqet.rows": "rows", "maqet.process": "proc", "maqet.qmp": "conn", "maqet.regex": "re"]
         var expected: Set<String> = []
         for entry in registered {
             let parts = entry.split(separator: " ", maxSplits: 1).map(String.init)

@@ -478,6 +478,90 @@ function maqet.vm.qmp(name, command, args) end
 ---@return string? message
 ---@return string? code    "ENOVM", "EINVAL" (bad name), "EEXIST", "ENOSNAP", "EREFUSED" (raw disk, no qcow2 disk, disk-only snapshot on a running VM), "EBUSY", "ETIMEDOUT", "EFAIL"
 function maqet.vm.snapshot(name, action, snap, opts) end
+---The console of a VM (scripts/lib/console.lua): its console log as an append-only byte stream
+---with absolute offsets, and typing through its console socket. See docs/console.md.
+---@class maqet.VMConsole
+---@field name string
+---@field mark fun(self: maqet.VMConsole): integer  the current end of the console log
+---@field boot_offset fun(self: maqet.VMConsole): integer  where the current (or last) boot began in the log
+---@field expect fun(self: maqet.VMConsole, pattern: string, opts?: maqet.ConsoleExpectOptions): string|nil, integer|string, integer|string|nil  match, offset after it, its start offset; or nil, message, "ETIMEDOUT"|"ESTOPPED"
+---@field send fun(self: maqet.VMConsole, text: string): true|nil, string?, string?  types text; nil, message, "EBUSY" (someone is attached) or "ENOTRUNNING"
+---@field read fun(self: maqet.VMConsole, from?: integer, to?: integer): string  the log's bytes [from, to)
+---@field attached fun(self: maqet.VMConsole): integer?  pid of the `maqet console` attached, or nil
+---@field close fun(self: maqet.VMConsole)  nothing to release (for `<close>`)
+
+---@class maqet.ConsoleExpectOptions
+---@field from? integer        offset to search from (default: where the current boot began)
+---@field timeout_ms? integer  default 30000
+---@field syntax? "ere"|"lua"|"plain"  pattern syntax (default "ere": POSIX extended regex)
+
+---The console of VM `name` (nothing is opened: each call reads the log or connects afresh).
+---@param name string
+---@return maqet.VMConsole|nil console
+---@return string? message
+---@return string? code    "ENOVM", "ENOCONSOLE" (the VM's config has its own serial line)
+function maqet.vm.console(name) end
+
+---@class maqet.VMWaitOptions
+---@field state? "running"|"paused"|"stopped"|"crashed"  stopped = not active (stopped, crashed, never started)
+---@field console? string      a pattern the console must print since the current boot began
+---@field syntax? "ere"|"lua"|"plain"  the console pattern's syntax (default "ere")
+---@field from? integer        console: search from this offset instead
+---@field timeout_ms? integer  no limit when absent
+
+---Waits until the VM reaches `opts.state`, or its console prints `opts.console`.
+---@param name string
+---@param opts maqet.VMWaitOptions
+---@return {name: string, status: string, match?: string, offset?: integer, start?: integer}|nil result
+---@return string? message
+---@return string? code    "ENOVM", "ETIMEDOUT", "EINVAL" (bad state or pattern), "ENOCONSOLE", "ESTOPPED" (stopped before the console printed it)
+function maqet.vm.wait(name, opts) end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.console, maqet.regex (the serial console's mechanism)
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.console
+maqet.console = {}
+
+---Types `text` into a guest through its console socket, holding the attach lock meanwhile, and
+---returns once QEMU has read it all. Paths come from qemu.paths(row) (console_sock, console_lock).
+---@param socket string
+---@param text string
+---@param opts {lock: string, timeout_ms?: integer}  timeout_ms default 5000
+---@return true|nil ok
+---@return string? message "the console is already attached (pid N)"
+---@return string? code    "EBUSY", "ETIMEDOUT", "ENOENT" (no socket), "ECONNREFUSED", ...
+function maqet.console.send(socket, text, opts) end
+
+---The pid holding a console's attach lock (0 when it wrote none yet), or nil when nobody does.
+---@param lock string
+---@return integer?
+function maqet.console.holder(lock) end
+
+---@class maqet.regex
+maqet.regex = {}
+
+---Compiles a POSIX extended regular expression (REG_EXTENDED | REG_NEWLINE), matched on bytes.
+---@param pattern string
+---@return maqet.Regex|nil re
+---@return string? message "invalid regular expression '(': Unmatched ( or \("
+---@return string? code    "EREGEX"
+function maqet.regex.compile(pattern) end
+
+---@class maqet.Regex
+local Regex = {}
+
+---The first match at or after byte `init` (default 1): start and end, 1-based and inclusive like
+---string.find; nil when there is none. NUL bytes are ordinary bytes.
+---@param subject string
+---@param init? integer
+---@return integer? start
+---@return integer? end_
+function Regex:find(subject, init) end
+
+---Frees the compiled expression. Idempotent.
+function Regex:close() end
 
 -- ---------------------------------------------------------------------------------------------
 -- maqet.yaml, maqet.fs, maqet.backup_state (VM definitions)

@@ -11,7 +11,7 @@ local config = {}
 --- Top-level keys maqet knows. Any other key is kept, with a warning naming it.
 config.KNOWN_KEYS = {
     name = true, binary = true, memory = true, cpu = true, display = true, vga = true,
-    arguments = true, storage = true, description = true, tags = true,
+    arguments = true, storage = true, description = true, tags = true, serial = true,
 }
 
 --- Keys a storage item may have.
@@ -465,7 +465,7 @@ function config.validate(cfg, origins)
             local file = origins and origins[key]
             maqet.log.warn(("%sunknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(
                 file and (file .. ": ") or "", key,
-                "name, binary, memory, cpu, display, vga, arguments, storage, description, tags"))
+                "name, binary, memory, cpu, display, vga, arguments, storage, serial, description, tags"))
         end
     end
 

@@ -23,6 +23,11 @@
 -- but the VM starts). Ask for `{accel = "kvm,strict"}`-style values yourself to opt out, or
 -- remove this rule in your copy.
 --
+--   serial     -serial SERIAL (the VM then has its own serial line and no maqet console)
+--
+-- Unless the config sets up its own serial line (qemu.own_serial), maqet adds the serial console:
+-- a chardev socket console.sock in the VM's runtime directory (`maqet console`, maqet.vm.console)
+-- that also logs everything the guest prints to <data dir>/logs/<name>.console.log.
 -- Finally maqet adds two QMP monitors in the VM's runtime directory: runner.qmp (held by the
 -- per-VM runner for events) and qmp.sock (for `maqet qmp`, `maqet.vm.qmp`, scripts and tools).
 
@@ -38,17 +43,31 @@ function qemu.runtime_dir()
     return assert(maqet.runtime_dir())
 end
 
---- Where a VM's runtime files live: <runtime dir>/<first 12 characters of its id>/.
----@param vm table a vm_instances row (needs `id`)
----@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string}
+--- The data directory: where maqet.db lives (its logs/ holds each VM's history and console log).
+---@return string
+function qemu.data_dir()
+    if maqet.data_dir then return maqet.data_dir() end
+    return (maqet.db:path():match("^(.*)/[^/]*$")) or "."
+end
+
+--- Where a VM's files live. Runtime files: <runtime dir>/<first 12 characters of its id>/.
+--- The console log (and where the current boot's output begins in it) is in <data dir>/logs/,
+--- so it survives stops and restarts.
+---@param vm table a vm_instances row (needs `id`; `name` for the console log)
+---@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string, console_sock: string, console_lock: string, console_log: string?, console_offset: string?}
 function qemu.paths(vm)
     assert(vm and vm.id, "qemu.paths: the VM row has no id")
     local dir = qemu.runtime_dir() .. "/" .. tostring(vm.id):sub(1, 12)
+    local logs = vm.name and (qemu.data_dir() .. "/logs/" .. vm.name) or nil
     return {
         dir = dir,
         runner_qmp = dir .. "/runner.qmp",
         client_qmp = dir .. "/qmp.sock",
         qemu_log = dir .. "/qemu.log",
+        console_sock = dir .. "/console.sock",
+        console_lock = dir .. "/console.lock",
+        console_log = logs and (logs .. ".console.log"),
+        console_offset = logs and (logs .. ".console.offset"),
     }
 end
 
@@ -172,6 +191,37 @@ local function append(argv, words)
     for _, w in ipairs(words) do argv[#argv + 1] = w end
 end
 
+-- Serial devices a user can wire to a chardev of their own (`-device isa-serial,chardev=...`).
+qemu.serial_devices = { ["isa-serial"] = true, ["pci-serial"] = true, ["pci-serial-2x"] = true, ["pci-serial-4x"] = true }
+
+--- Whether the VM's config sets up its own serial line, and how (nil when it does not, and maqet
+--- adds its console). Own serial: a `serial:` key, a `-serial` item in `arguments`, or a serial
+--- device (isa-serial, pci-serial*) in `-device`. `-nographic` is not: it only sends the serial
+--- line to stdio when no -serial is given, and maqet's -serial takes that place.
+---@param config table the decoded config
+---@param argv? string[] the command line so far (default: built from config.arguments)
+---@return string? reason
+function qemu.own_serial(config, argv)
+    if config.serial ~= nil and config.serial ~= false then
+        return ("its config sets 'serial: %s'"):format(tostring(config.serial))
+    end
+    if not argv then
+        argv = {}
+        for _, item in ipairs(config.arguments or {}) do append(argv, qemu.argument(item)) end
+    end
+    for i, w in ipairs(argv) do
+        if w == "-serial" then
+            return ("its arguments give '-serial %s'"):format(tostring(argv[i + 1]))
+        elseif w == "-device" and argv[i + 1] then
+            local driver = argv[i + 1]:match("^([^,]+)")
+            if qemu.serial_devices[driver] then
+                return ("its arguments add the serial device '%s'"):format(argv[i + 1])
+            end
+        end
+    end
+    return nil
+end
+
 --- The full QEMU argv for `vm` with its monitors in `paths` (from qemu.paths).
 ---@param vm table a vm_instances row
 ---@param paths? table default qemu.paths(vm)
@@ -202,8 +252,22 @@ function qemu.argv(vm, paths)
         append(argv, { "-accel", "tcg" })
     end
 
+    if config.serial ~= nil and config.serial ~= false then
+        append(argv, { "-serial", tostring(config.serial) })
+    end
+
     for _, disk in ipairs(config.storage or {}) do
         append(argv, qemu.storage(disk))
+    end
+
+    if not qemu.own_serial(config, argv) then
+        -- The serial console: a socket for `maqet console` and scripts, and a log of everything
+        -- the guest prints (appended across boots; lib/console.lua rotates it before a start).
+        append(argv, {
+            "-chardev", ("socket,id=maqet-console,path=%s,server=on,wait=off,logfile=%s,logappend=on"):format(
+                escape(paths.console_sock), escape(paths.console_log)),
+            "-serial", "chardev:maqet-console",
+        })
     end
 
     for _, monitor in ipairs({ { "maqet-runner", paths.runner_qmp }, { "maqet-client", paths.client_qmp } }) do

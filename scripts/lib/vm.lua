@@ -18,6 +18,7 @@
 
 local qemu = require("maqet.lib.qemu")
 local storage = require("maqet.lib.storage")
+local console = require("maqet.lib.console")
 
 local vm = {}
 
@@ -77,7 +78,7 @@ end
 -- Rows and logs ----------------------------------------------------------------------------
 
 local function data_dir()
-    return (maqet.db:path():match("^(.*)/[^/]*$")) or "."
+    return qemu.data_dir()
 end
 
 --- <datadir>/logs/<name>.log
@@ -306,6 +307,7 @@ function vm.start(name, opts)
     local ok, launched, message, code = pcall(function()
         storage.prepare(row, config)
         vm.remove_runtime_dir(row) -- leftovers of an earlier run that nobody cleaned
+        console.prepare(row, config) -- rotate the console log, note where this boot's output begins
         maqet.log.info(("%s: starting %s"):format(name, qemu.shell_quote(argv)))
         return maqet.runner.launch({
             vm_name = row.name,

@@ -3,17 +3,23 @@ import MaqetCore
 /// `maqet.vm`: VMs as a Lua API. The functions are written in Lua (`scripts/lib/vm.lua`, so a
 /// user's edited copy wins); this installs `maqet.vm.list/get/start/stop/qmp/snapshot` as small forwarders
 /// that `require("maqet.lib.vm")` on first use, so a command that never touches a VM never loads
-/// the library (and a broken edited copy only breaks what uses it).
+/// the library (and a broken edited copy only breaks what uses it). `console` and `wait` forward
+/// to `scripts/lib/console.lua` (`open`) and `scripts/lib/wait.lua` (`wait`) the same way.
 enum VMModule {
-    /// The names `maqet.vm` forwards to `scripts/lib/vm.lua`.
-    static let functions = ["list", "get", "start", "stop", "qmp", "snapshot"]
+    /// The names `maqet.vm` forwards: (name, library, function in that library).
+    static let functions: [(name: String, library: String, function: String)] = [
+        ("list", "vm", "list"), ("get", "vm", "get"), ("start", "vm", "start"), ("stop", "vm", "stop"),
+        ("qmp", "vm", "qmp"), ("snapshot", "vm", "snapshot"), ("console", "console", "open"), ("wait", "wait", "wait"),
+    ]
 
     static func install(_ lua: Lua) {
-        let names = functions.map { "\"\($0)\"" }.joined(separator: ", ")
+        let entries = functions.map { "{\"\($0.name)\", \"maqet.lib.\($0.library)\", \"\($0.function)\"}" }
+            .joined(separator: ", ")
         let source = """
             local vm = {}
-            for _, name in ipairs({\(names)}) do
-              vm[name] = function(...) return require("maqet.lib.vm")[name](...) end
+            for _, entry in ipairs({\(entries)}) do
+              local name, library, fn = entry[1], entry[2], entry[3]
+              vm[name] = function(...) return require(library)[fn](...) end
             end
             maqet.vm = vm
             """

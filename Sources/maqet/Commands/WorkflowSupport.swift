@@ -66,6 +66,12 @@ extension JSONValue {
         return (try? serialized()) ?? "?"
     }
 
+    /// The string, for a string value.
+    var stringValue: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
     var arrayItems: [JSONValue] {
         if case .array(let items) = self { return items }
         return []
