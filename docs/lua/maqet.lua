@@ -478,6 +478,7 @@ function maqet.vm.qmp(name, command, args) end
 ---@return string? message
 ---@return string? code    "ENOVM", "EINVAL" (bad name), "EEXIST", "ENOSNAP", "EREFUSED" (raw disk, no qcow2 disk, disk-only snapshot on a running VM), "EBUSY", "ETIMEDOUT", "EFAIL"
 function maqet.vm.snapshot(name, action, snap, opts) end
+
 ---The console of a VM (scripts/lib/console.lua): its console log as an append-only byte stream
 ---with absolute offsets, and typing through its console socket. See docs/console.md.
 ---@class maqet.VMConsole
