@@ -38,18 +38,38 @@ function qemu.runtime_dir()
     return assert(maqet.runtime_dir())
 end
 
---- Where a VM's runtime files live: <runtime dir>/<first 12 characters of its id>/.
----@param vm table a vm_instances row (needs `id`)
----@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string}
+--- The file-name form of a VM's name in the data directory: the name when it is a safe file
+--- name (letters, digits, '.', '_', '-', not starting with '.'), else the VM's id.
+local function file_stem(vm)
+    local name = vm.name
+    if type(name) == "string" and name:match("^[%w_%-][%w._%-]*$") then return name end
+    return tostring(vm.id)
+end
+
+--- Every file of a VM, named in this one place (the runner gets them in its spec and computes
+--- none). Runtime files, in <runtime dir>/<first 12 characters of its id>/ (removed when the VM
+--- ends): dir, runner_qmp, client_qmp, qemu_log, runner_log, spec. Data-dir files, in
+--- <data dir>/logs/ (kept): history_log (<name>.log), events_log (<name>.events.jsonl).
+---@param vm table a vm_instances row (needs `id`; `name` for the data-dir files)
+---@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string, runner_log: string, spec: string, history_log: string|nil, events_log: string|nil}
 function qemu.paths(vm)
     assert(vm and vm.id, "qemu.paths: the VM row has no id")
     local dir = qemu.runtime_dir() .. "/" .. tostring(vm.id):sub(1, 12)
-    return {
+    local paths = {
         dir = dir,
         runner_qmp = dir .. "/runner.qmp",
         client_qmp = dir .. "/qmp.sock",
         qemu_log = dir .. "/qemu.log",
+        runner_log = dir .. "/runner.log",
+        spec = dir .. "/runner.json",
     }
+    local data = maqet.data_dir()
+    if data then
+        local logs = data .. "/logs/" .. file_stem(vm)
+        paths.history_log = logs .. ".log"
+        paths.events_log = logs .. ".events.jsonl"
+    end
+    return paths
 end
 
 --- The decoded config of a VM row (config_data JSON), an empty table when there is none.
