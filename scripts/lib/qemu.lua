@@ -2,7 +2,7 @@
 -- This is policy: edit a copy in $XDG_CONFIG_HOME/maqet/scripts/lib/qemu.lua to change how every
 -- VM is started (`maqet show-cmd NAME` prints the result).
 --
--- Config keys (the published maqet's YAML keys):
+-- Config keys (the published maqet's YAML keys, plus panic_device and on_panic):
 --   binary     program to run (default "qemu-system-x86_64", searched in PATH)
 --   memory     -m MEMORY            cpu      -smp CPU
 --   display    -display X (default "none")   vga  -vga X (only when given)
@@ -18,6 +18,9 @@
 --                qcow2/raw -> -drive file=FILE,format=TYPE,if=INTERFACE (default virtio)
 --                virtfs    -> -virtfs local,path=PATH,mount_tag=TAG,security_model=mapped-xattr
 --
+--   panic_device  false: no pvpanic device (default: -device pvpanic on x86 pc/q35 machines)
+--   on_panic   QEMU's -action panic=: shutdown (default), pause, exit-failure, none
+--
 -- "accel kvm" is made safe: when the arguments ask for accel kvm and nothing else, the command
 -- line gets `-accel kvm -accel tcg`, so QEMU falls back to TCG where /dev/kvm is missing (slower,
 -- but the VM starts). Ask for `{accel = "kvm,strict"}`-style values yourself to opt out, or
@@ -31,6 +34,8 @@ local qemu = {}
 qemu.default_binary = "qemu-system-x86_64"
 qemu.default_display = "none"
 qemu.default_interface = "virtio"
+--- QEMU's -action panic= when the config has no on_panic (config.lua validates the values).
+qemu.default_panic_action = "shutdown"
 
 --- The runtime directory of this maqet user ($XDG_RUNTIME_DIR/maqet, else /tmp/maqet-<uid>).
 ---@return string
@@ -192,6 +197,44 @@ local function append(argv, words)
     for _, w in ipairs(words) do argv[#argv + 1] = w end
 end
 
+--- Machine types (the first word of -machine) that have an ISA bus for pvpanic. `-machine none`
+--- and microvm have none. No -machine at all is QEMU's default, pc.
+qemu.ISA_MACHINES = { pc = true, q35 = true }
+
+--- The panic device and QEMU's panic action: `-device pvpanic -action panic=<on_panic>` on x86
+--- machines with ISA (pc, q35 and their versioned names), unless the config says
+--- `panic_device: false` or its arguments already have a pvpanic device (then only the action).
+--- on_panic defaults to shutdown (QEMU exits; the runner records crashed, reason guest-panic).
+---@param config table
+---@param words string[] the command line so far
+---@return string[]
+function qemu.panic_arguments(config, words)
+    local binary = tostring(config.binary or qemu.default_binary)
+    local machine, own_device, own_action = "pc", false, false
+    for i, w in ipairs(words) do
+        local nextw = words[i + 1] or ""
+        if w == "-machine" or w == "-M" then
+            local first = nextw:match("^([^,]*)") or ""
+            machine = first:match("^type=(.*)") or first
+        elseif w == "-device" and nextw:match("^pvpanic") or (w == "-device" and nextw:match("driver=pvpanic")) then
+            own_device = true
+        elseif w == "-action" and nextw:find("panic=", 1, true) then
+            own_action = true
+        end
+    end
+    local family = machine:match("^pc") and "pc" or machine:match("^q35") and "q35" or machine
+    local x86 = binary:find("x86_64", 1, true) or binary:find("i386", 1, true)
+    local out = {}
+    if not own_device then
+        if config.panic_device == false or not x86 or not qemu.ISA_MACHINES[family] then return out end
+        append(out, { "-device", "pvpanic" })
+    end
+    if not own_action then
+        append(out, { "-action", "panic=" .. tostring(config.on_panic or qemu.default_panic_action) })
+    end
+    return out
+end
+
 --- The full QEMU argv for `vm` with its monitors in `paths` (from qemu.paths).
 ---@param vm table a vm_instances row
 ---@param paths? table default qemu.paths(vm)
@@ -221,6 +264,7 @@ function qemu.argv(vm, paths)
     if accels == 1 and kvm_only then
         append(argv, { "-accel", "tcg" })
     end
+    append(argv, qemu.panic_arguments(config, argv))
 
     for _, disk in ipairs(config.storage or {}) do
         append(argv, qemu.storage(disk))

@@ -474,6 +474,7 @@ function vm.stop_rows(rows, opts)
                         WHERE id = ? AND (pid IS NULL OR pid IS ?)]], row.id, row.pid))
             end)
             vm.remove_runtime_dir(row)
+            vm.record_state(row, "stopped", "stopped by: " .. (t.result.stopped_by or "nothing"))
             vm.log(row.name, "stopped by: " .. (t.result.stopped_by or "nothing (QEMU was not running)"))
             t.result.status = "stopped"
         end
