@@ -36,4 +36,25 @@ extension XCTestCase {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "?" }
         return String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\0", with: " ")
     }
+
+    /// Live (non-zombie) processes whose command line or environment names the sandbox's home:
+    /// its QEMUs (sockets under <home>/xdg-runtime) and runners (started with its environment).
+    func processes(of sandbox: Sandbox) -> [pid_t] {
+        let me = getpid()
+        var found: [pid_t] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry), pid != me else { continue }
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let state = stat[stat.index(close, offsetBy: 2)]
+            if state == "Z" { continue }
+            let cmdline = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let environ = (FileManager.default.contents(atPath: "/proc/\(pid)/environ")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            // Our own test children (sqlite3, maqet commands still running) end before we look.
+            if cmdline.contains(sandbox.home) || environ.contains("XDG_RUNTIME_DIR=\(sandbox.home)/") {
+                found.append(pid)
+            }
+        }
+        return found.sorted()
+    }
 }
