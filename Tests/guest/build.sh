@@ -100,21 +100,29 @@ fi
 work=$(mktemp -d "$cache/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# Downloads one package=version into $work/debs, updating the apt lists once when apt fails
-# (lists missing, or listing a version the mirror no longer has).
+# Downloads one package=version (kept in $cache/debs/<package>_<version>/, so a change to init
+# repacks without fetching again), updating the apt lists once when apt fails (lists missing, or
+# naming a version the mirror no longer has). Prints the .deb's path.
 download() {
-    mkdir -p "$work/debs"
-    if ! (cd "$work/debs" && apt-get download -qq "$1=$2" 2>"$work/apt.err" >&2); then
-        update_lists || { cat "$work/apt.err" >&2; die "apt-get download $1=$2 failed"; }
-        (cd "$work/debs" && apt-get download -qq "$1=$2" >&2) || die "apt-get download $1=$2 failed"
+    local dir="$cache/debs/${1}_${2//:/-}" deb
+    deb=$(ls "$dir"/*.deb 2>/dev/null | head -n 1) || true
+    if [ -z "$deb" ]; then
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+        if ! (cd "$dir.tmp" && apt-get download -qq "$1=$2" 2>"$work/apt.err" >&2); then
+            update_lists || { cat "$work/apt.err" >&2; die "apt-get download $1=$2 failed"; }
+            (cd "$dir.tmp" && apt-get download -qq "$1=$2" >&2) || die "apt-get download $1=$2 failed"
+        fi
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+        deb=$(ls "$dir"/*.deb | head -n 1)
     fi
+    echo "$deb"
 }
 
 say "building $key"
-download "$image_package" "$kernel_version"
-download busybox-static "$busybox_version"
-dpkg-deb -x "$work"/debs/"${image_package}"_*.deb "$work/kernel"
-dpkg-deb -x "$work"/debs/busybox-static_*.deb "$work/busybox"
+kernel_deb=$(download "$image_package" "$kernel_version")
+busybox_deb=$(download busybox-static "$busybox_version")
+dpkg-deb -x "$kernel_deb" "$work/kernel"
+dpkg-deb -x "$busybox_deb" "$work/busybox"
 
 kernel_release=${image_package#linux-image-}
 moddir="$work/kernel/lib/modules/$kernel_release"
