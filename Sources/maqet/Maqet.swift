@@ -10,7 +10,7 @@ struct Maqet: ParsableCommand {
         version: MaqetVersion.string,
         // In the order a user meets them in --help; Runner (`maqet __runner`) is hidden.
         subcommands: [
-            Add.self, Apply.self, Start.self, Stop.self, Pause.self, Resume.self, Reset.self, Status.self, Ls.self,
+            Add.self, Apply.self, Start.self, Stop.self, Pause.self, Resume.self, Reset.self, Status.self, Ls.self, Events.self,
             Qmp.self, ShowCmd.self,
             Rm.self, Run.self, Scripts.self, Db.self, Runner.self,
         ]

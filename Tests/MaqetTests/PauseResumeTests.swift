@@ -231,4 +231,74 @@ final class PauseResumeTests: XCTestCase {
         refusedDevice.assertExit(64)
         assertContains(refusedDevice.stderr, "panic_device: must be true or false")
     }
+
+    func testEventsFollowsTheLogsOfRunningAndLaterVMs() throws {
+        insertVM("first")
+        sandbox.maqet(["start", "first"]).assertExit(0)
+        sandbox.maqet(["stop", "first", "--force"]).assertExit(0) // an old entry events must not print
+
+        // `maqet events --format json` in the background, like a user in another terminal.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: maqetBinary)
+        process.arguments = ["events", "--format", "json", "--maqet-data-dir", sandbox.dataDir]
+        process.environment = testEnvironment(home: sandbox.home)
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+        let lines = LineCollector(out.fileHandleForReading)
+
+        // A known VM: events starts at the end of its log, so what happens after it has looked
+        // is printed; pause and resume until it is (it may still be starting up at first).
+        sandbox.maqet(["start", "first"]).assertExit(0)
+        XCTAssertTrue(eventually(20) {
+            self.sandbox.maqet(["pause", "first"]).assertExit(0)
+            self.sandbox.maqet(["resume", "first"]).assertExit(0)
+            return lines.all.contains { $0.contains("\"vm\":\"first\"") && $0.contains("\"status\":\"paused\"") }
+        }, lines.all.joined(separator: "\n"))
+        // A VM added later: followed from the beginning of its log.
+        insertVM("later")
+        sandbox.maqet(["start", "later"]).assertExit(0)
+        sandbox.maqet(["pause", "later"]).assertExit(0)
+        XCTAssertTrue(eventually(20) { lines.all.contains { $0.contains("\"vm\":\"later\"") && $0.contains("\"status\":\"paused\"") } }, lines.all.joined(separator: "\n"))
+        XCTAssertTrue(lines.all.contains { $0.contains("\"vm\":\"later\"") && $0.contains("\"reason\":\"started\"") }, lines.all.joined(separator: "\n"))
+        let objects = lines.all.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+        XCTAssertEqual(objects.count, lines.all.count, "every line is a JSON object")
+        // From the end: the first run's entries (its "stopped by: SIGKILL") are not repeated.
+        XCTAssertFalse(lines.all.contains { $0.contains("stopped by: SIGKILL") }, lines.all.joined(separator: "\n"))
+        sandbox.maqet(["stop", "--all", "--force"]).assertExit(0)
+
+        let text = sandbox.maqet(["events", "nope"])
+        text.assertExit(5)
+        XCTAssertEqual(text.stderr, "maqet: no VM named 'nope' (see 'maqet ls')\n")
+    }
+}
+
+/// Collects the lines a child writes on a pipe, on a background thread.
+final class LineCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    private var partial = ""
+
+    init(_ handle: FileHandle) {
+        handle.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            if data.isEmpty { handle.readabilityHandler = nil; return }
+            self.lock.lock()
+            self.partial += String(decoding: data, as: UTF8.self)
+            while let newline = self.partial.firstIndex(of: "\n") {
+                self.lines.append(String(self.partial[..<newline]))
+                self.partial = String(self.partial[self.partial.index(after: newline)...])
+            }
+            self.lock.unlock()
+        }
+    }
+
+    var all: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines
+    }
 }
