@@ -7,7 +7,7 @@
 -- EPAUSED the VM is in the wrong state for pause/resume/reset, or the QMP error class).
 -- Statuses and their transitions are defined in lib/status.lua.
 --
--- Truthful state (vm.reconcile): a row that says running/starting is checked against the real
+-- Truthful state (vm.reconcile): a row in an active status (lib/status.lua) is checked against the real
 -- process: its QEMU pid must be alive (not a zombie) and its /proc/PID/cmdline must contain the
 -- VM's QMP socket path, so a reused PID is never taken for the VM. When QEMU is gone, its runner
 -- records the exit (stopped for a clean exit, crashed otherwise). When the runner is gone too (or
