@@ -187,6 +187,38 @@ final class PauseResumeTests: XCTestCase {
         assertContains(history("hooked"), "runner hooks not loaded (")
     }
 
+    func testAnEditedRunnerLuaDecidesAndCanEndQEMU() throws {
+        // A site policy in the user's config directory: a VM that gets paused is ended.
+        let scripts = sandbox.home + "/xdg-config/maqet/scripts/lifecycle"
+        try FileManager.default.createDirectory(atPath: scripts, withIntermediateDirectories: true)
+        try """
+            return {
+                on_ready = function(ctx)
+                    maqet.db:exec("UPDATE vm_instances SET status = 'running', pid = ?, runner_pid = ?, qmp_socket_path = ? WHERE id = ?",
+                        ctx.qemu_pid, ctx.runner_pid, ctx.paths.client_qmp, ctx.vm_id)
+                    maqet.history.append(ctx.paths.history_log, "custom start of " .. ctx.vm_name .. " (" .. ctx.qemu_status .. ")")
+                    return true
+                end,
+                on_event = function(ctx, event)
+                    if event.name == "STOP" then return "quit" end
+                end,
+                on_exit = function(ctx, exit)
+                    maqet.db:exec("UPDATE vm_instances SET status = 'stopped', pid = NULL, runner_pid = NULL, qmp_socket_path = NULL WHERE id = ? AND runner_pid = ?",
+                        ctx.vm_id, ctx.runner_pid)
+                    maqet.history.append(ctx.paths.history_log, "custom end: QEMU " .. exit.description)
+                end,
+            }
+            """.write(toFile: scripts + "/runner.lua", atomically: true, encoding: .utf8)
+        insertVM("site")
+        sandbox.maqet(["start", "site"]).assertExit(0)
+        XCTAssertEqual(column("site", "status"), "running")
+        assertContains(history("site"), "custom start of site (running)")
+        sandbox.maqet(["qmp", "site", "stop"]).assertExit(0)
+        XCTAssertTrue(eventually { self.column("site", "status") == "stopped" && self.history("site").contains("custom end:") }, history("site"))
+        assertContains(history("site"), "custom end: QEMU exited with code 0")
+        XCTAssertEqual(column("site", "pid"), "")
+    }
+
     func testTheEventsLogIsRotatedWhenARunnerStarts() throws {
         insertVM("big")
         let logs = sandbox.dataDir + "/logs"
