@@ -18,7 +18,7 @@ let package = Package(
         // Debian's liblua5.4 (liblua5.4-dev) plus the C glue Swift cannot express: macros, the error
         // trampoline and the stop hook.
         .target(name: "CLuaShim", path: "Sources/CLuaShim", linkerSettings: [.linkedLibrary("lua5.4")]),
-        // Mechanism: typed wrappers over SQLite, Lua and processes.
+        // Mechanism: typed wrappers over SQLite, Lua, processes and QMP; no VM policy, no vm_instances SQL.
         .target(name: "MaqetCore", dependencies: ["CSQLite", "CLuaShim"]),
         // The Lua runtime: builds the state, one file per Lua module, the migrator.
         .target(
@@ -26,11 +26,15 @@ let package = Package(
             dependencies: ["MaqetCore", "CLuaShim", "CSQLite", .product(name: "Yams", package: "Yams")],
             plugins: ["EmbedLua"]
         ),
+        // The per-VM runner (`maqet __runner`): a process with its own life. Mechanism only (spawn,
+        // poll, signals, QMP); what events and exits mean is scripts/lifecycle/runner.lua, run in
+        // the same Lua runtime as the CLI.
+        .target(name: "MaqetRunner", dependencies: ["MaqetRuntime", "MaqetCore", "CLuaShim"]),
         // The thin CLI.
         .executableTarget(
             name: "maqet",
             dependencies: [
-                "MaqetRuntime", "MaqetCore",
+                "MaqetRunner", "MaqetRuntime", "MaqetCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

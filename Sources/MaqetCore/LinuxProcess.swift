@@ -217,7 +217,7 @@ public enum LinuxProcess {
 
 /// Linux calls Swift's Glibc module does not show (they need _GNU_SOURCE or are newer than its
 /// headers), looked up at run time like `posix_spawn_file_actions_addchdir_np` in Subprocess.
-enum Syscalls {
+public enum Syscalls {
     private typealias PidfdOpenFunction = @convention(c) (pid_t, UInt32) -> Int32
     private typealias SyscallFunction = @convention(c) (Int, Int, Int) -> Int
     private typealias SignalfdFunction = @convention(c) (Int32, UnsafePointer<sigset_t>, Int32) -> Int32
@@ -243,14 +243,14 @@ enum Syscalls {
     }
 
     /// `signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK)`.
-    static func signalfd(_ mask: inout sigset_t) -> Int32 {
+    public static func signalfd(_ mask: inout sigset_t) -> Int32 {
         guard let function = signalfdFunction else { errno = ENOSYS; return -1 }
         return function(-1, &mask, Int32(O_CLOEXEC | O_NONBLOCK))
     }
 
     /// `posix_spawn_file_actions_addclosefrom_np(actions, from)` (glibc 2.34); false when missing.
     @discardableResult
-    static func addClosefrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, from: Int32) -> Bool {
+    public static func addClosefrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, from: Int32) -> Bool {
         guard let function = addClosefromFunction else { return false }
         return function(actions, from) == 0
     }

@@ -3,7 +3,9 @@ import Foundation
 import Glibc
 #endif
 
-/// What the runner of one VM needs to know, written as JSON (0600) to `<dir>/runner.json`.
+/// What the runner of one VM needs to know, written as JSON (0600) to `<dir>/runner.json`. Every
+/// path the runner touches is in it (named by the Lua workflow, `scripts/lib/qemu.lua`'s
+/// `qemu.paths`): the runner computes none.
 public struct RunnerSpec: Equatable, Sendable {
     public var vmName: String
     public var vmID: String
@@ -17,10 +19,22 @@ public struct RunnerSpec: Equatable, Sendable {
     public var clientQMP: String
     /// How long QEMU may take until its QMP monitor answers.
     public var timeoutMs: Int
-    /// The data directory holding instances.db (and `logs/<vm name>.log`).
+    /// The data directory holding instances.db.
     public var dataDir: String
+    /// QEMU's stdout and stderr (default `<dir>/qemu.log`).
+    public var qemuLog: String
+    /// The runner's own stderr (default `<dir>/runner.log`).
+    public var runnerLog: String
+    /// The VM's history log (`<data dir>/logs/<name>.log`); nil: none is written.
+    public var historyLog: String?
+    /// The VM's events log (`<data dir>/logs/<name>.events.jsonl`); nil: none is written.
+    public var eventsLog: String?
+    /// `--scripts-dir` of the command that started the VM, so the runner's hooks are the same
+    /// edited copies.
+    public var scriptsDir: String?
 
-    public init(vmName: String, vmID: String, argv: [String], dir: String, runnerQMP: String, clientQMP: String, timeoutMs: Int, dataDir: String) {
+    public init(vmName: String, vmID: String, argv: [String], dir: String, runnerQMP: String, clientQMP: String, timeoutMs: Int, dataDir: String,
+                qemuLog: String? = nil, runnerLog: String? = nil, historyLog: String? = nil, eventsLog: String? = nil, scriptsDir: String? = nil) {
         self.vmName = vmName
         self.vmID = vmID
         self.argv = argv
@@ -29,11 +43,16 @@ public struct RunnerSpec: Equatable, Sendable {
         self.clientQMP = clientQMP
         self.timeoutMs = timeoutMs
         self.dataDir = dataDir
+        self.qemuLog = qemuLog ?? (dir as NSString).appendingPathComponent("qemu.log")
+        self.runnerLog = runnerLog ?? (dir as NSString).appendingPathComponent("runner.log")
+        self.historyLog = historyLog
+        self.eventsLog = eventsLog
+        self.scriptsDir = scriptsDir
     }
 
     public var specPath: String { (dir as NSString).appendingPathComponent("runner.json") }
-    public var runnerLogPath: String { (dir as NSString).appendingPathComponent("runner.log") }
-    public var qemuLogPath: String { (dir as NSString).appendingPathComponent("qemu.log") }
+    public var runnerLogPath: String { runnerLog }
+    public var qemuLogPath: String { qemuLog }
 
     // The spec and the report are JSON through JSONValue, not Codable: both sit on the start's
     // critical path, and Codable's first use instantiates generic metadata (about 0.5 ms per
@@ -41,11 +60,16 @@ public struct RunnerSpec: Equatable, Sendable {
 
     /// The spec as the JSON object written to `runner.json`.
     public var json: JSONValue {
-        .object([
+        var members: [(key: String, value: JSONValue)] = [
             ("vm_name", .string(vmName)), ("vm_id", .string(vmID)), ("argv", .array(argv.map { .string($0) })),
             ("dir", .string(dir)), ("runner_qmp", .string(runnerQMP)), ("client_qmp", .string(clientQMP)),
             ("timeout_ms", .integer(Int64(timeoutMs))), ("data_dir", .string(dataDir)),
-        ])
+            ("qemu_log", .string(qemuLog)), ("runner_log", .string(runnerLog)),
+        ]
+        if let historyLog { members.append(("history_log", .string(historyLog))) }
+        if let eventsLog { members.append(("events_log", .string(eventsLog))) }
+        if let scriptsDir { members.append(("scripts_dir", .string(scriptsDir))) }
+        return .object(members)
     }
 
     /// Reads a spec back; a missing or mistyped field is an error naming it.
@@ -54,7 +78,10 @@ public struct RunnerSpec: Equatable, Sendable {
         self.init(vmName: try fields.string("vm_name"), vmID: try fields.string("vm_id"),
                   argv: try fields.strings("argv"), dir: try fields.string("dir"),
                   runnerQMP: try fields.string("runner_qmp"), clientQMP: try fields.string("client_qmp"),
-                  timeoutMs: try fields.int("timeout_ms"), dataDir: try fields.string("data_dir"))
+                  timeoutMs: try fields.int("timeout_ms"), dataDir: try fields.string("data_dir"),
+                  qemuLog: try fields.optionalString("qemu_log"), runnerLog: try fields.optionalString("runner_log"),
+                  historyLog: try fields.optionalString("history_log"), eventsLog: try fields.optionalString("events_log"),
+                  scriptsDir: try fields.optionalString("scripts_dir"))
     }
 
     public static func load(_ path: String) throws -> RunnerSpec {

@@ -33,7 +33,7 @@ public func errnoName(_ value: Int32) -> String {
 
 /// Retries `body` while it fails with EINTR. Returns its result (−1 with `errno` set on failure).
 @inline(__always)
-func retryingEINTR<T: FixedWidthInteger>(_ body: () -> T) -> T {
+public func retryingEINTR<T: FixedWidthInteger>(_ body: () -> T) -> T {
     while true {
         let result = body()
         if result == -1 && errno == EINTR { continue }
@@ -325,13 +325,13 @@ public final class Subprocess {
 }
 
 /// posix_spawn as maqet uses it for every child (scripts' processes, the runner, QEMU).
-enum ProcessSpawn {
+public enum ProcessSpawn {
     /// Starts `arguments` with the file actions `fileActions` adds. The child gets default signal
     /// dispositions and an empty signal mask, whatever maqet ignores or blocks. `searchPath` looks
     /// a slash-less argv[0] up in PATH; `environment` nil passes maqet's own; `newSession` makes
     /// the child a session leader. Returns the child's pid, or the error number (0 on success) the
     /// caller words for its context.
-    static func spawn(
+    public static func spawn(
         _ arguments: [String], searchPath: Bool, environment: [String: String]? = nil, newSession: Bool = false,
         fileActions: (inout posix_spawn_file_actions_t) throws -> Void
     ) rethrows -> (pid: pid_t, errno: Int32) {

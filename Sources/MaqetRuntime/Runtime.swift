@@ -51,6 +51,7 @@ public final class Runtime {
         // ---- the per-VM runner (runner-core) ----
         (nil, RuntimeDirModule.functions),
         ("runner", RunnerModule.functions),
+        ("history", HistoryModule.functions),
         // ---- end runner-core ----
         // The serial console (console slice): maqet.console, maqet.regex.
         ("console", ConsoleModule.functions),
@@ -98,6 +99,53 @@ public final class Runtime {
     public func exposeStateDatabase(_ database: Database) {
         lua.pushHandle(DatabaseHandle(database))
         setMaqetField("db")
+    }
+
+    /// The database `exposeStateDatabase(opening:)` opened on first use, until `closeLazyDatabase`.
+    private var lazyDatabase: Database?
+    private var lazyOpener: (() throws -> Database)?
+
+    /// Makes `maqet.db` open the database with `open` the first time a script reads it (the
+    /// runner: hooks that do not write never open it). `closeLazyDatabase()` closes it again.
+    public func exposeStateDatabase(opening open: @escaping () throws -> Database) {
+        lazyOpener = open
+        let lua = self.lua
+        lua_getglobal(lua.L, "maqet")
+        lua.newTable()
+        lua.push(Self.openLazily)
+        lua.setRawField(-2, "__index")
+        lua_setmetatable(lua.L, -2)
+        lua.pop()
+    }
+
+    /// Closes the database `maqet.db` opened on demand (if it was) and forgets it, so the next
+    /// read opens it again. The handle a script kept refuses use once closed.
+    public func closeLazyDatabase() {
+        guard let database = lazyDatabase else { return }
+        database.close()
+        lazyDatabase = nil
+        lua.pushNil()
+        setMaqetField("db")
+    }
+
+    /// `__index` of the `maqet` table when the database is opened on demand.
+    private static let openLazily: LuaFunction = { L in
+        Lua.call(L) { lua in
+            guard lua.string(at: 2) == "db" else { return 0 }
+            let runtime = Runtime.from(lua)
+            guard let open = runtime.lazyOpener else { return 0 }
+            let database: Database
+            do {
+                database = try open()
+            } catch {
+                throw LuaUsageError("maqet.db: cannot open the state database: \(error)")
+            }
+            runtime.lazyDatabase = database
+            lua.pushHandle(DatabaseHandle(database))
+            lua.pushValue(at: -1)
+            runtime.setMaqetField("db")
+            return 1
+        }
     }
 }
 

@@ -415,7 +415,7 @@ final class LifecycleTests: XCTestCase {
         result.assertExit(0)
         XCTAssertEqual(result.stdout, """
             /usr/bin/qemu-system-x86_64 -name guest=shown -m 2G -smp 2 -display none -vga std -machine q35 \
-            -accel kvm -boot menu=off,order=n -nographic -accel tcg \
+            -accel kvm -boot menu=off,order=n -nographic -accel tcg -device pvpanic -action panic=shutdown \
             -drive 'file=/srv/my disk.qcow2,format=qcow2,if=virtio' \
             -virtfs local,path=/srv/share,mount_tag=host,security_model=mapped-xattr \
             -chardev socket,id=maqet-console,path=\(dir)/console.sock,server=on,wait=off,\

@@ -23,21 +23,22 @@ final class LsTests: XCTestCase {
         let sandbox = Sandbox()
         sandbox.installFixture("python-maqet-v1.db")
         sandbox.maqet(["ls"]).assertExit(0)
-        // A status ls does not check against processes ('running' rows are reconciled first: see
-        // LifecycleTests), so the row is listed as stored.
-        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'paused', pid = 4321 WHERE name = 'charlie'")
+        // A status that is not active (scripts/lib/status.lua) is not checked against processes
+        // (active rows are reconciled first: see testAPausedRowWithADeadQEMUIsReconciled), so the
+        // row is listed as stored.
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'crashed', pid = 4321 WHERE name = 'charlie'")
         let plain = sandbox.maqet(["ls", "--format", "plain"])
         plain.assertExit(0)
         XCTAssertEqual(plain.stdout, """
             alpha stopped - 2026-11-25 07:28:37
             bravo stopped - 2026-11-25 07:28:37
-            charlie paused 4321 2026-11-25 07:28:37
+            charlie crashed 4321 2026-11-25 07:28:37
             delta-empty created - 2026-11-25 07:28:32
 
             """)
-        let paused = sandbox.maqet(["ls", "--status", "paused", "--format", "plain"])
-        paused.assertExit(0)
-        XCTAssertEqual(paused.stdout, "charlie paused 4321 2026-11-25 07:28:37\n")
+        let crashed = sandbox.maqet(["ls", "--status", "crashed", "--format", "plain"])
+        crashed.assertExit(0)
+        XCTAssertEqual(crashed.stdout, "charlie crashed 4321 2026-11-25 07:28:37\n")
         let stopped = sandbox.maqet(["ls", "--status", "stopped"])
         stopped.assertExit(0)
         XCTAssertEqual(stopped.stdout.split(separator: "\n").count, 4, stopped.stdout)
@@ -146,5 +147,22 @@ final class LsTests: XCTestCase {
         sandbox.extraEnvironment["XDG_DATA_HOME"] = ""
         sandbox.maqet(["ls"], useDataDirOption: false).assertExit(0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: sandbox.home + "/.local/share/maqet/instances.db"))
+    }
+
+    /// `paused` is an active status (scripts/lib/status.lua): ls checks such a row against the
+    /// real process and records a dead one crashed, like a `running` row.
+    func testAPausedRowWithADeadQEMUIsReconciled() {
+        let sandbox = Sandbox()
+        sandbox.installFixture("python-maqet-v1.db")
+        sandbox.maqet(["ls"]).assertExit(0)
+        // A pid that is certainly not a QEMU of this sandbox: a child that has exited.
+        let child = runProcess("/bin/sh", ["-c", "echo $$"], environment: [:])
+        let pid = child.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'paused', pid = \(pid) WHERE name = 'charlie'")
+        let plain = sandbox.maqet(["ls", "--format", "plain", "--status", "crashed"])
+        plain.assertExit(0)
+        XCTAssertEqual(plain.stdout, "charlie crashed - 2026-11-25 07:28:37\n")
+        let log = (try? String(contentsOfFile: sandbox.dataDir + "/logs/charlie.log", encoding: .utf8)) ?? ""
+        XCTAssertTrue(log.contains("recorded crashed: QEMU (pid \(pid)) is gone"), log)
     }
 }

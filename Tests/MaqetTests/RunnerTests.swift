@@ -33,8 +33,11 @@ final class RunnerTests: XCTestCase {
           "-chardev", "socket,id=maqet-client,path=" .. dir .. "/qmp.sock,server=on,wait=off",
           "-mon", "chardev=maqet-client,mode=control"}
         if opts.extra then for _, a in ipairs(opts.extra) do argv[#argv + 1] = a end end
+        -- The data-dir logs as the workflows name them (qemu.paths), so the runner writes them.
+        local logs = require("maqet.lib.qemu").paths({id = id, name = "vm-" .. id})
         local r, err, code = maqet.runner.launch{vm_name = "vm-" .. id, vm_id = id, argv = argv, dir = dir,
           runner_qmp = dir .. "/runner.qmp", client_qmp = dir .. "/qmp.sock",
+          history_log = logs.history_log, events_log = logs.events_log,
           timeout_ms = opts.timeout_ms, no_wait = opts.no_wait}
         if r then
           print(maqet.json.encode({ok = true, pid = r.pid, runner_pid = r.runner_pid, status = r.status, dir = dir}))

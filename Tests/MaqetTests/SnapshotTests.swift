@@ -260,9 +260,11 @@ final class SnapshotTests: XCTestCase {
         let jobs = sandbox.maqet(["qmp", "live", "query-jobs"])
         jobs.assertExit(0)
         XCTAssertFalse(jobs.stdout.contains("snapshot"), jobs.stdout)
+        // Started with -S, the VM is paused (QEMU's prelaunch state); the load keeps it so.
         let status = sandbox.maqet(["status", "live", "--format", "json"])
         status.assertExit(0)
-        assertContains(status.stdout, "\"status\": \"running\"")
+        assertContains(status.stdout, "\"status\": \"paused\"")
+        assertContains(status.stdout, "\"alive\": true")
 
         let deleted = sandbox.maqet(["snapshot", "delete", "live", "warm"])
         deleted.assertExit(0)

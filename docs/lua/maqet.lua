@@ -251,6 +251,10 @@ maqet.runner = {}
 ---@field client_qmp string    the socket of the monitor for the CLI/scripts (recorded as qmp_socket_path)
 ---@field timeout_ms? integer  how long QEMU may take until QMP answers (default 30000)
 ---@field no_wait? boolean     return right after starting the runner (status "starting")
+---@field qemu_log? string     QEMU's stdout/stderr (default <dir>/qemu.log)
+---@field runner_log? string   the runner's stderr (default <dir>/runner.log)
+---@field history_log? string  the VM's history log (qemu.paths(row).history_log); none when absent
+---@field events_log? string   the VM's events log (qemu.paths(row).events_log); none when absent
 
 ---@class maqet.RunnerLaunch
 ---@field pid? integer        QEMU's pid (absent with no_wait)
@@ -564,6 +568,31 @@ function Regex:find(subject, init) end
 ---Frees the compiled expression. Idempotent.
 function Regex:close() end
 
+---@class maqet.VMControlResult
+---@field name string
+---@field status string  "paused", "running", or the unchanged status after reset
+
+---Pauses a running VM (QMP stop); returns once the row says paused.
+---@param name string
+---@return maqet.VMControlResult|nil result
+---@return string? message
+---@return string? code    "ENOVM", "ENOTRUNNING", "EPAUSED", a QMP error class
+function maqet.vm.pause(name) end
+
+---Resumes a paused VM (QMP cont); returns once the row says running.
+---@param name string
+---@return maqet.VMControlResult|nil result
+---@return string? message
+---@return string? code    "ENOVM", "ENOTRUNNING", "ENOTPAUSED", a QMP error class
+function maqet.vm.resume(name) end
+
+---Hard reset (QMP system_reset) of a running or paused VM; the status is unchanged.
+---@param name string
+---@return maqet.VMControlResult|nil result
+---@return string? message
+---@return string? code    "ENOVM", "ENOTRUNNING", a QMP error class
+function maqet.vm.reset(name) end
+
 -- ---------------------------------------------------------------------------------------------
 -- maqet.yaml, maqet.fs, maqet.backup_state (VM definitions)
 -- ---------------------------------------------------------------------------------------------
@@ -632,3 +661,38 @@ function maqet.fs.cwd() end
 ---@return string? message  "maqet.backup_state: …"
 ---@return string? code     "ENOSTATE" (no state database opened), "EBACKUP"
 function maqet.backup_state() end
+
+---The data directory the command resolved (holds instances.db and logs/).
+---@return string|nil path
+---@return string? message
+---@return string? code  "ENOSTATE"
+function maqet.data_dir() end
+
+-- ---------------------------------------------------------------------------------------------
+-- maqet.history: the one writer of a VM's history log and events log
+-- ---------------------------------------------------------------------------------------------
+
+---@class maqet.history
+maqet.history = {}
+
+---Appends "<UTC timestamp with ms> <message>" to a history log (0600, created as needed).
+---@param path string  absolute, e.g. qemu.paths(row).history_log
+---@param message string
+---@return true|nil ok
+---@return string? message
+---@return string? code  "EIO"
+function maqet.history.append(path, message) end
+
+---Appends one JSON line: "time" first, then vm, id, event, then the other keys sorted.
+---@param path string  absolute, e.g. qemu.paths(row).events_log
+---@param record table {vm=, id=, event=, ...}
+---@return true|nil ok
+---@return string? message
+---@return string? code  "EIO"
+function maqet.history.event(path, record) end
+
+---Renames the file to path .. ".1" when it is larger than max_bytes.
+---@param path string
+---@param max_bytes integer
+---@return boolean rotated
+function maqet.history.rotate(path, max_bytes) end

@@ -12,7 +12,14 @@ local config = {}
 config.KNOWN_KEYS = {
     name = true, binary = true, memory = true, cpu = true, display = true, vga = true,
     arguments = true, storage = true, description = true, tags = true, serial = true,
+    panic_device = true, on_panic = true,
 }
+
+--- What QEMU does when the guest panics (`on_panic:`, QEMU's `-action panic=`), and the default.
+--- shutdown: QEMU powers off and exits (recorded crashed, reason guest-panic); pause: QEMU keeps
+--- the guest paused for debugging (recorded paused, reason guest-panic; 'maqet stop' ends it);
+--- exit-failure: QEMU exits with a failure code; none: the guest carries on by itself.
+config.PANIC_ACTIONS = { shutdown = true, pause = true, ["exit-failure"] = true, none = true }
 
 --- Keys a storage item may have.
 config.STORAGE_KEYS = {
@@ -465,7 +472,7 @@ function config.validate(cfg, origins)
             local file = origins and origins[key]
             maqet.log.warn(("%sunknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(
                 file and (file .. ": ") or "", key,
-                "name, binary, memory, cpu, display, vga, arguments, storage, serial, description, tags"))
+                "name, binary, memory, cpu, display, vga, arguments, storage, serial, description, tags, panic_device, on_panic"))
         end
     end
 
@@ -505,6 +512,12 @@ function config.validate(cfg, origins)
         if out[key] ~= nil and type(out[key]) ~= "string" then
             refuse(origins, key, key, ("must be a string, not %s"):format(show(out[key])))
         end
+    end
+    if out.panic_device ~= nil and type(out.panic_device) ~= "boolean" then
+        refuse(origins, "panic_device", "panic_device", ("must be true or false, not %s"):format(show(out.panic_device)))
+    end
+    if out.on_panic ~= nil and not config.PANIC_ACTIONS[out.on_panic] then
+        refuse(origins, "on_panic", "on_panic", ("%s is not one of shutdown, pause, exit-failure, none"):format(show(out.on_panic)))
     end
     if out.tags ~= nil then
         if not is_array(out.tags) and not (type(out.tags) == "table" and next(out.tags) == nil) then

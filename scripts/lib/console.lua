@@ -27,13 +27,12 @@ console.poll_ms = 50
 console.send_timeout_ms = 5000
 console.default_timeout_ms = 30000
 
---- Whether a VM in `status` has (or is about to have) a QEMU, so its console may still print:
---- lib/vm.lua's active statuses, and paused. (lib/vm.lua requires this file, so it is asked
---- when called, not at load time.)
----@param status string
+--- Whether a VM in status `s` has (or is about to have) a QEMU, so its console may still print:
+--- lib/status.lua's active statuses.
+---@param s string
 ---@return boolean
-function console.active(status)
-    return require("maqet.lib.vm").ACTIVE[status] == true or status == "paused"
+function console.active(s)
+    return require("maqet.lib.status").is_active(s)
 end
 
 local function size_of(path)

@@ -2,7 +2,7 @@
 -- This is policy: edit a copy in $XDG_CONFIG_HOME/maqet/scripts/lib/qemu.lua to change how every
 -- VM is started (`maqet show-cmd NAME` prints the result).
 --
--- Config keys (the published maqet's YAML keys):
+-- Config keys (the published maqet's YAML keys, plus panic_device and on_panic):
 --   binary     program to run (default "qemu-system-x86_64", searched in PATH)
 --   memory     -m MEMORY            cpu      -smp CPU
 --   display    -display X (default "none")   vga  -vga X (only when given)
@@ -17,6 +17,9 @@
 --              mount_tag, path, security_model, readonly}
 --                qcow2/raw -> -drive file=FILE,format=TYPE,if=INTERFACE (default virtio)
 --                virtfs    -> -virtfs local,path=PATH,mount_tag=TAG,security_model=mapped-xattr
+--
+--   panic_device  false: no pvpanic device (default: -device pvpanic on x86 pc/q35 machines)
+--   on_panic   QEMU's -action panic=: shutdown (default), pause, exit-failure, none
 --
 -- "accel kvm" is made safe: when the arguments ask for accel kvm and nothing else, the command
 -- line gets `-accel kvm -accel tcg`, so QEMU falls back to TCG where /dev/kvm is missing (slower,
@@ -36,6 +39,8 @@ local qemu = {}
 qemu.default_binary = "qemu-system-x86_64"
 qemu.default_display = "none"
 qemu.default_interface = "virtio"
+--- QEMU's -action panic= when the config has no on_panic (config.lua validates the values).
+qemu.default_panic_action = "shutdown"
 
 --- The runtime directory of this maqet user ($XDG_RUNTIME_DIR/maqet, else /tmp/maqet-<uid>).
 ---@return string
@@ -43,32 +48,51 @@ function qemu.runtime_dir()
     return assert(maqet.runtime_dir())
 end
 
---- The data directory: where maqet.db lives (its logs/ holds each VM's history and console log).
+--- The data directory (maqet.data_dir(), resolved once by the host): its logs/ holds each VM's
+--- history, events and console logs.
 ---@return string
 function qemu.data_dir()
-    if maqet.data_dir then return maqet.data_dir() end
-    return (maqet.db:path():match("^(.*)/[^/]*$")) or "."
+    return maqet.data_dir()
 end
 
---- Where a VM's files live. Runtime files: <runtime dir>/<first 12 characters of its id>/.
---- The console log (and where the current boot's output begins in it) is in <data dir>/logs/,
---- so it survives stops and restarts.
----@param vm table a vm_instances row (needs `id`; `name` for the console log)
----@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string, console_sock: string, console_lock: string, console_log: string?, console_offset: string?}
+--- The file-name form of a VM's name in the data directory: the name when it is a safe file
+--- name (letters, digits, '.', '_', '-', not starting with '.'), else the VM's id.
+local function file_stem(vm)
+    local name = vm.name
+    if type(name) == "string" and name:match("^[%w_%-][%w._%-]*$") then return name end
+    return tostring(vm.id)
+end
+
+--- Every file of a VM, named in this one place (the runner gets them in its spec and computes
+--- none). Runtime files, in <runtime dir>/<first 12 characters of its id>/ (removed when the VM
+--- ends): dir, runner_qmp, client_qmp, qemu_log, runner_log, spec, console_sock, console_lock.
+--- Data-dir files, in <data dir>/logs/ (kept across stops and restarts): history_log (<name>.log),
+--- events_log (<name>.events.jsonl), console_log (<name>.console.log) and console_offset (where
+--- the current boot's output begins in the console log).
+---@param vm table a vm_instances row (needs `id`; `name` for the data-dir files)
+---@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string, runner_log: string, spec: string, console_sock: string, console_lock: string, history_log: string|nil, events_log: string|nil, console_log: string|nil, console_offset: string|nil}
 function qemu.paths(vm)
     assert(vm and vm.id, "qemu.paths: the VM row has no id")
     local dir = qemu.runtime_dir() .. "/" .. tostring(vm.id):sub(1, 12)
-    local logs = vm.name and (qemu.data_dir() .. "/logs/" .. vm.name) or nil
-    return {
+    local paths = {
         dir = dir,
         runner_qmp = dir .. "/runner.qmp",
         client_qmp = dir .. "/qmp.sock",
         qemu_log = dir .. "/qemu.log",
+        runner_log = dir .. "/runner.log",
+        spec = dir .. "/runner.json",
         console_sock = dir .. "/console.sock",
         console_lock = dir .. "/console.lock",
-        console_log = logs and (logs .. ".console.log"),
-        console_offset = logs and (logs .. ".console.offset"),
     }
+    local data = maqet.data_dir()
+    if data then
+        local logs = data .. "/logs/" .. file_stem(vm)
+        paths.history_log = logs .. ".log"
+        paths.events_log = logs .. ".events.jsonl"
+        paths.console_log = logs .. ".console.log"
+        paths.console_offset = logs .. ".console.offset"
+    end
+    return paths
 end
 
 --- The decoded config of a VM row (config_data JSON), an empty table when there is none.
@@ -222,6 +246,44 @@ function qemu.own_serial(config, argv)
     return nil
 end
 
+--- Machine types (the first word of -machine) that have an ISA bus for pvpanic. `-machine none`
+--- and microvm have none. No -machine at all is QEMU's default, pc.
+qemu.ISA_MACHINES = { pc = true, q35 = true }
+
+--- The panic device and QEMU's panic action: `-device pvpanic -action panic=<on_panic>` on x86
+--- machines with ISA (pc, q35 and their versioned names), unless the config says
+--- `panic_device: false` or its arguments already have a pvpanic device (then only the action).
+--- on_panic defaults to shutdown (QEMU exits; the runner records crashed, reason guest-panic).
+---@param config table
+---@param words string[] the command line so far
+---@return string[]
+function qemu.panic_arguments(config, words)
+    local binary = tostring(config.binary or qemu.default_binary)
+    local machine, own_device, own_action = "pc", false, false
+    for i, w in ipairs(words) do
+        local nextw = words[i + 1] or ""
+        if w == "-machine" or w == "-M" then
+            local first = nextw:match("^([^,]*)") or ""
+            machine = first:match("^type=(.*)") or first
+        elseif w == "-device" and nextw:match("^pvpanic") or (w == "-device" and nextw:match("driver=pvpanic")) then
+            own_device = true
+        elseif w == "-action" and nextw:find("panic=", 1, true) then
+            own_action = true
+        end
+    end
+    local family = machine:match("^pc") and "pc" or machine:match("^q35") and "q35" or machine
+    local x86 = binary:find("x86_64", 1, true) or binary:find("i386", 1, true)
+    local out = {}
+    if not own_device then
+        if config.panic_device == false or not x86 or not qemu.ISA_MACHINES[family] then return out end
+        append(out, { "-device", "pvpanic" })
+    end
+    if not own_action then
+        append(out, { "-action", "panic=" .. tostring(config.on_panic or qemu.default_panic_action) })
+    end
+    return out
+end
+
 --- The full QEMU argv for `vm` with its monitors in `paths` (from qemu.paths).
 ---@param vm table a vm_instances row
 ---@param paths? table default qemu.paths(vm)
@@ -251,6 +313,7 @@ function qemu.argv(vm, paths)
     if accels == 1 and kvm_only then
         append(argv, { "-accel", "tcg" })
     end
+    append(argv, qemu.panic_arguments(config, argv))
 
     if config.serial ~= nil and config.serial ~= false then
         append(argv, { "-serial", tostring(config.serial) })

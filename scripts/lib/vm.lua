@@ -3,9 +3,11 @@
 -- library; `maqet run` scripts reach it as maqet.vm.*.
 --
 -- Failures return nil, message, code (codes: ENOVM no such VM, EBUSY already running,
--- EQEMU QEMU refused to start, ETIMEDOUT, ESTOP QEMU would not exit, or the QMP error class).
+-- EQEMU QEMU refused to start, ETIMEDOUT, ESTOP QEMU would not exit, ENOTRUNNING / ENOTPAUSED /
+-- EPAUSED the VM is in the wrong state for pause/resume/reset, or the QMP error class).
+-- Statuses and their transitions are defined in lib/status.lua.
 --
--- Truthful state (vm.reconcile): a row that says running/starting is checked against the real
+-- Truthful state (vm.reconcile): a row in an active status (lib/status.lua) is checked against the real
 -- process: its QEMU pid must be alive (not a zombie) and its /proc/PID/cmdline must contain the
 -- VM's QMP socket path, so a reused PID is never taken for the VM. When QEMU is gone, its runner
 -- records the exit (stopped for a clean exit, crashed otherwise). When the runner is gone too (or
@@ -19,10 +21,13 @@
 local qemu = require("maqet.lib.qemu")
 local storage = require("maqet.lib.storage")
 local console = require("maqet.lib.console")
+local status = require("maqet.lib.status")
+local events = require("maqet.lib.events")
 
 local vm = {}
 
-vm.ACTIVE = { running = true, starting = true, stopping = true }
+--- The statuses in which a QEMU may exist (defined in lib/status.lua; kept here for scripts).
+vm.ACTIVE = status.ACTIVE
 vm.default_stop_timeout_s = 30
 vm.default_start_timeout_s = 30
 vm.qmp_timeout_ms = 2000
@@ -77,13 +82,16 @@ end
 
 -- Rows and logs ----------------------------------------------------------------------------
 
-local function data_dir()
-    return qemu.data_dir()
+local function row_by_name(name)
+    return assert(maqet.db:query("SELECT * FROM vm_instances WHERE name = ?", name))[1]
 end
 
---- <datadir>/logs/<name>.log
-function vm.log_path(name)
-    return data_dir() .. "/logs/" .. name .. ".log"
+--- The VM's history log, <datadir>/logs/<name>.log (named by qemu.paths). `vm_or_name` is a
+--- row or a VM name.
+function vm.log_path(vm_or_name)
+    local row = vm_or_name
+    if type(row) ~= "table" then row = row_by_name(vm_or_name) or { id = vm_or_name, name = vm_or_name } end
+    return qemu.paths(row).history_log
 end
 
 --- The last non-empty line of the VM's log (the runner appends the exit reason there), or nil.
@@ -97,22 +105,16 @@ function vm.last_log_line(name)
     return last
 end
 
---- Appends a line to the VM's log (creating logs/ as needed).
-function vm.log(name, line)
-    local path = vm.log_path(name)
-    local f = io.open(path, "a")
-    if not f then
-        maqet.process.run({ "mkdir", "-p", data_dir() .. "/logs" })
-        f = io.open(path, "a")
-    end
-    if f then
-        f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " maqet: ", line, "\n")
-        f:close()
-    end
+--- Appends a line to the VM's history log (`vm_or_name`: a row or a name), through the one
+--- writer (maqet.history.append: "<UTC timestamp with ms> <line>").
+function vm.log(vm_or_name, line)
+    local path = vm.log_path(vm_or_name)
+    if path then maqet.history.append(path, line) end
 end
 
-local function row_by_name(name)
-    return assert(maqet.db:query("SELECT * FROM vm_instances WHERE name = ?", name))[1]
+--- Records a status change maqet itself made (not the runner) in the VM's events log.
+function vm.record_state(row, to, reason)
+    events.state(qemu.paths(row), row, to, reason)
 end
 
 --- Removes a VM's runtime directory (its sockets, QEMU's log) after keeping the log's tail.
@@ -121,7 +123,7 @@ function vm.remove_runtime_dir(row)
     if not storage.exists(paths.dir) then return false end
     -- The runner normally removes this directory itself; when it died, keep what it and QEMU
     -- last said in the VM's log before the files go.
-    for _, file in ipairs({ { paths.qemu_log, "QEMU's last output" }, { paths.dir .. "/runner.log", "runner's last output" } }) do
+    for _, file in ipairs({ { paths.qemu_log, "QEMU's last output" }, { paths.runner_log, "runner's last output" } }) do
         local text = read_file(file[1])
         if text and text:find("%S") then
             local last = {}
@@ -197,7 +199,7 @@ function vm.reconcile(row)
     -- running after QEMU and its runner are gone had nobody watching the exit: crashed, with the
     -- reason in the VM's log. (A guest that powered off while its runner was already dead is
     -- recorded crashed too: nobody saw how it ended.)
-    local status = "crashed"
+    local to = "crashed"
     local reason
     if row.pid then
         reason = ("QEMU (pid %d) is gone and its runner%s too; no exit was recorded"):format(
@@ -209,13 +211,14 @@ function vm.reconcile(row)
         return assert(tx:exec([[UPDATE vm_instances
                 SET status = ?, pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
                 WHERE id = ? AND status = ? AND pid IS ? AND runner_pid IS ?]],
-            status, row.id, row.status, row.pid, row.runner_pid))
+            to, row.id, row.status, row.pid, row.runner_pid))
     end)
     if changed > 0 then
-        if status == "crashed" then vm.log(row.name, "recorded crashed: " .. reason) end
+        if to == "crashed" then vm.log(row.name, "recorded crashed: " .. reason) end
+        vm.record_state(row, to, "reconciled")
         vm.remove_runtime_dir(row)
-        maqet.log.info(("%s: recorded %s (%s)"):format(row.name, status, reason))
-        row.status, row.pid, row.runner_pid, row.qmp_socket_path = status, nil, nil, nil
+        maqet.log.info(("%s: recorded %s (%s)"):format(row.name, to, reason))
+        row.status, row.pid, row.runner_pid, row.qmp_socket_path = to, nil, nil, nil
         row.reason = reason
     else
         local fresh = row_by_name(row.name)
@@ -229,7 +232,7 @@ end
 function vm.reconcile_all()
     local changed = {}
     for _, row in ipairs(assert(maqet.db:query(
-        "SELECT * FROM vm_instances WHERE status IN ('running', 'starting', 'stopping') ORDER BY name"))) do
+        "SELECT * FROM vm_instances WHERE status IN " .. status.sql_list(status.active_list()) .. " ORDER BY name"))) do
         local before = row.status
         local after = vm.reconcile(row)
         if after.status ~= before then
@@ -316,6 +319,10 @@ function vm.start(name, opts)
             dir = paths.dir,
             runner_qmp = paths.runner_qmp,
             client_qmp = paths.client_qmp,
+            qemu_log = paths.qemu_log,
+            runner_log = paths.runner_log,
+            history_log = paths.history_log,
+            events_log = paths.events_log,
             timeout_ms = math.floor(timeout_s * 1000),
             no_wait = opts.no_wait and true or false,
         })
@@ -432,7 +439,7 @@ function vm.stop_rows(rows, opts)
             if not t.done then
                 if not t.pid or not vm.process_alive(t.pid) or wait_pid(t.pid, math.max(0, (until_time - maqet.now()) * 1000)) then
                     t.done = true
-                    t.result.stopped_by = t.pid and step or nil
+                    t.result.stopped_by = t.pid and (t.step or step) or nil
                 end
             end
         end
@@ -449,7 +456,14 @@ function vm.stop_rows(rows, opts)
         for _, t in ipairs(pending) do
             if not t.done then
                 if not t.conn and not t.gave_up then t.conn = connect(t.socket) end
-                if t.conn then
+                if t.conn and t.row.status == "paused" then
+                    -- A paused guest cannot act on ACPI: a paused VM is ended with quit at once.
+                    if t.step ~= "quit" then
+                        t.step = "quit"
+                        t.conn:execute("quit", nil, { timeout_ms = vm.qmp_timeout_ms })
+                    end
+                    sent = true
+                elseif t.conn then
                     local ok, desc, code = t.conn:execute("system_powerdown", nil, { timeout_ms = vm.qmp_timeout_ms })
                     if ok then
                         sent = true
@@ -518,6 +532,7 @@ function vm.stop_rows(rows, opts)
                         WHERE id = ? AND (pid IS NULL OR pid IS ?)]], row.id, row.pid))
             end)
             vm.remove_runtime_dir(row)
+            vm.record_state(row, "stopped", "stopped by: " .. (t.result.stopped_by or "nothing"))
             vm.log(row.name, "stopped by: " .. (t.result.stopped_by or "nothing (QEMU was not running)"))
             t.result.status = "stopped"
         end
@@ -544,7 +559,7 @@ function vm.qmp(name, command, args, opts)
     local row = row_by_name(name)
     if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
     row = vm.reconcile(row)
-    if row.status ~= "running" or not row.alive then
+    if not status.has_qemu(row.status) or not row.alive then
         return nil, ("VM '%s' is not running (status %s)"):format(name, row.status), "ENOTRUNNING"
     end
     local timeout_ms = opts and opts.timeout_ms or 5000
@@ -564,9 +579,95 @@ function vm.snapshot(...)
     return require("maqet.lib.snapshot").run(...)
 end
 
+-- Pause, resume, reset -------------------------------------------------------------------------------
+-- QMP `stop`, `cont` and `system_reset` on the client monitor. The runner's on_event hook records
+-- the STOP/RESUME events QEMU sends (lifecycle/runner.lua); these wait until the row says so, and
+-- write it themselves only when the VM has no runner to do it (or it did not within the wait).
+
+vm.control_wait_ms = 5000
+
+--- Waits until the row of `row.id` says `want`; returns the fresh row, or nil after `timeout_ms`.
+local function wait_for_status(row, want, timeout_ms)
+    local deadline = maqet.now() + timeout_ms / 1000
+    while true do
+        local fresh = row_by_name(row.name)
+        if not fresh or fresh.id ~= row.id or fresh.status == want then return fresh end
+        if maqet.now() >= deadline then return nil end
+        maqet.sleep(5)
+    end
+end
+
+--- The reconciled row of a VM whose QEMU runs, or nil, message, code.
+local function live_row(name, verb)
+    local row = row_by_name(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    row = vm.reconcile(row)
+    if not row.alive or not status.has_qemu(row.status) then
+        return nil, ("cannot %s VM '%s': it is not running (status %s); start it with 'maqet start %s'"):format(
+            verb, name, row.status, name), "ENOTRUNNING"
+    end
+    return row
+end
+
+--- Sends `command` and makes the row say `want` (the runner's hook, else this function).
+local function control(row, command, want, reason)
+    local ok, message, code = vm.qmp(row.name, command, nil, { timeout_ms = vm.qmp_timeout_ms })
+    if ok == nil then return nil, ("VM '%s': %s failed: %s"):format(row.name, command, tostring(message)), code end
+    local fresh = wait_for_status(row, want, row.runner_missing and 0 or vm.control_wait_ms)
+    if not fresh then
+        local changed = maqet.db:transaction(function(tx)
+            return assert(tx:exec(("UPDATE vm_instances SET status = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ? AND status IN %s"):format(
+                status.sql_list(status.from_states(want))), want, row.id))
+        end)
+        if changed > 0 then vm.record_state(row, want, reason) end
+    end
+    vm.log(row, ("%s (maqet %s)"):format(want, reason))
+    return { name = row.name, status = want }
+end
+
+--- Pauses a running VM (QMP `stop`): the guest's CPUs stop, QEMU stays. Returns {name, status}
+--- or nil, message, code (ENOVM, ENOTRUNNING, EPAUSED already paused).
+function vm.pause(name)
+    local row, message, code = live_row(name, "pause")
+    if not row then return nil, message, code end
+    if row.status == "paused" then
+        return nil, ("VM '%s' is already paused; resume it with 'maqet resume %s'"):format(name, name), "EPAUSED"
+    end
+    if row.status ~= "running" then
+        return nil, ("cannot pause VM '%s': it is %s"):format(name, row.status), "ENOTRUNNING"
+    end
+    return control(row, "stop", "paused", "pause")
+end
+
+--- Resumes a paused VM (QMP `cont`). Returns {name, status} or nil, message, code (ENOVM,
+--- ENOTRUNNING, ENOTPAUSED running but not paused).
+function vm.resume(name)
+    local row, message, code = live_row(name, "resume")
+    if not row then return nil, message, code end
+    if row.status ~= "paused" then
+        return nil, ("cannot resume VM '%s': it is not paused (status %s)"):format(name, row.status), "ENOTPAUSED"
+    end
+    return control(row, "cont", "running", "resume")
+end
+
+--- Hard reset (QMP `system_reset`: like the reset button, no shutdown inside the guest) of a
+--- running or paused VM; the status does not change. Returns {name, status} or nil, message, code.
+function vm.reset(name)
+    local row, message, code = live_row(name, "reset")
+    if not row then return nil, message, code end
+    local ok, err, class = vm.qmp(name, "system_reset", nil, { timeout_ms = vm.qmp_timeout_ms })
+    if ok == nil then return nil, ("VM '%s': system_reset failed: %s"):format(name, tostring(err)), class end
+    vm.log(row, "reset by maqet reset (hard reset: system_reset)")
+    return { name = name, status = row.status }
+end
+
 -- Workflows ---------------------------------------------------------------------------------------
 
-vm.status_of_code = { ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused" }
+vm.status_of_code = {
+    ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused",
+    -- the VM is in the wrong state for the operation: refused, nothing changed
+    ENOTRUNNING = "refused", ENOTPAUSED = "refused", EPAUSED = "refused",
+}
 
 --- For workflows: returns `value` when it is not nil, else raises maqet.error(message) with the
 --- exit status matching `code` (ENOVM -> not_found, ETIMEDOUT -> timeout, others -> failure).

@@ -3,6 +3,7 @@
 -- merged and validated. Creates the VM when there is none. Refused while the VM runs. Takes an
 -- automatic backup of the state database first, so `maqet db restore` undoes it.
 local config = require("maqet.lib.config")
+local status = require("maqet.lib.status")
 
 local null = maqet.json.null
 
@@ -34,8 +35,8 @@ return {
         if not ok then maqet.error(reason, "usage") end
 
         local row, stored = config.stored(db, name)
-        if row and row.status == "running" then
-            maqet.error(("VM '%s' is running; stop it first (maqet stop %s), then apply the change"):format(name, name), "failure")
+        if row and status.is_active(row.status) then
+            maqet.error(("VM '%s' is %s; stop it first (maqet stop %s), then apply the change"):format(name, row.status, name), "failure")
         end
 
         local files = args.files or {}

@@ -1,7 +1,7 @@
--- Makes vm_instances tell the truth: every row that says running/starting is checked against its
+-- Makes vm_instances tell the truth: every row in an active status (lib/status.lua) is checked against its
 -- QEMU process (pid alive and its command line naming the VM's QMP socket) and its runner; dead
 -- VMs are recorded stopped or crashed and their runtime files removed (see lib/vm.lua).
--- `maqet ls` runs this first whenever a row says running or starting.
+-- `maqet ls` runs this first whenever a row is in an active status.
 local vm = require("maqet.lib.vm")
 
 return {

@@ -44,8 +44,19 @@ enum RunnerModule {
         _ = lua.rawField(1, "no_wait")
         let noWait = lua.boolean(at: -1)
         lua.pop()
+        // The files the runner writes, named by the workflow (qemu.paths); the logs in the runtime
+        // directory default to <dir>/qemu.log and <dir>/runner.log, the data-dir logs to none.
+        func optionalPath(_ key: String) throws -> String? {
+            guard let value = try lua.stringField(1, key, function) else { return nil }
+            guard value.hasPrefix("/"), !value.utf8.contains(0) else {
+                throw LuaUsageError("\(function): spec.\(key) must be an absolute path, got '\(value)'")
+            }
+            return value
+        }
         return (RunnerSpec(vmName: vmName, vmID: vmID, argv: argv, dir: dir, runnerQMP: runnerQMP, clientQMP: clientQMP,
-                           timeoutMs: Int(timeoutMs), dataDir: ""), noWait)
+                           timeoutMs: Int(timeoutMs), dataDir: "",
+                           qemuLog: try optionalPath("qemu_log"), runnerLog: try optionalPath("runner_log"),
+                           historyLog: try optionalPath("history_log"), eventsLog: try optionalPath("events_log")), noWait)
     }
 
     /// The state database scripts see as `maqet.db`, if it is open. (A write transaction on it
@@ -71,6 +82,9 @@ enum RunnerModule {
                 throw LuaUsageError("\(function): no state database is open in this command")
             }
             spec.dataDir = dataDir
+            // The runner's hooks come from the same scripts as this command's workflows.
+            spec.scriptsDir = Runtime.from(lua).scripts.directories.first(where: { $0.origin == .scriptsDir })
+                .map { URL(fileURLWithPath: $0.path).standardizedFileURL.path }
             if stateDatabase(lua)?.holdsWriteTransaction ?? false {
                 throw LuaUsageError("\(function): called inside a database write transaction; the runner records the row itself and would wait for it, so launch outside db:transaction()")
             }

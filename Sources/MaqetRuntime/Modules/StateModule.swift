@@ -2,11 +2,26 @@ import CLuaShim
 import Foundation
 import MaqetCore
 
-/// The state database as a whole (not its rows: those are `maqet.db`). `maqet.backup_state()`.
+/// The state database as a whole (not its rows: those are `maqet.db`): `maqet.backup_state()`,
+/// and `maqet.data_dir()`, the data directory as the command resolved it (the one place scripts
+/// learn it).
 enum StateModule {
     static let functions: [LuaRegistration] = [
         ("backup_state", backupState),
+        ("data_dir", dataDir),
     ]
+
+    /// `maqet.data_dir()`: the data directory (holding instances.db and logs/), or
+    /// `nil, message, "ENOSTATE"` when the command has not resolved one.
+    private static let dataDir: LuaFunction = { L in
+        Lua.call(L) { lua in
+            guard let configuration = Runtime.from(lua).stateConfiguration else {
+                return lua.fail("maqet.data_dir: this command has not opened the state database", code: "ENOSTATE")
+            }
+            lua.push(configuration.dataDirectory)
+            return 1
+        }
+    }
 
     /// Takes an automatic, verified backup of instances.db beside it (`instances.db.backup-…`,
     /// pruned to the newest `$MAQET_KEEP_BACKUPS`, default 5) and returns its path. It copies what

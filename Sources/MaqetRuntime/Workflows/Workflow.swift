@@ -101,3 +101,38 @@ enum LibrarySearcher {
         }
     }
 }
+
+/// Values between Swift and Lua for hosts that call Lua functions themselves (the runner's hooks).
+extension Runtime {
+    /// Pushes `value` as a Lua value (objects and arrays as tables, null as `maqet.json.null`).
+    public func push(json value: JSONValue) throws { try JSONModule.push(lua, value) }
+
+    /// The Lua value at `index` as JSON (as `maqet.json.encode` sees it).
+    public func json(at index: Int32) throws -> JSONValue {
+        var encoder = JSONModule.Encoder(lua: lua)
+        return try encoder.value(at: index, depth: 0)
+    }
+}
+
+/// The VM statuses are defined in Lua (scripts/lib/status.lua); Swift code that needs them asks.
+extension Runtime {
+    /// The statuses in which a QEMU may exist (`status.active_list()`), e.g. for `maqet ls`'s
+    /// decision to reconcile. A broken edited status.lua is a `MaqetError` naming it.
+    public func activeStatuses() throws -> [String] {
+        let lua = self.lua
+        let base = lua.top
+        defer { lua.top = base }
+        do {
+            try lua.load("return require('maqet.lib.status').active_list()", chunkName: "=maqet.lib.status")
+            try call(nargs: 0, nresults: 1)
+            guard lua.type(at: -1) == LUA_TTABLE else {
+                throw MaqetError("scripts/lib/status.lua: active_list() must return a list of statuses")
+            }
+            return try lua.stringArray(-1, "status.active_list", "its result")
+        } catch let error as LuaScriptError {
+            throw MaqetError(Self.withoutTraceback(error.message))
+        } catch let error as LuaUsageError {
+            throw MaqetError("scripts/lib/status.lua: \(error.description)")
+        }
+    }
+}

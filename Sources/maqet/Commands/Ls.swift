@@ -19,8 +19,9 @@ extension Maqet {
                   json   an array with one object per VM holding every column of vm_instances as \
                 stored (config_data stays the original string), plus "config": config_data parsed \
                 as a JSON value (null when it is not valid JSON). '[]' when there are no VMs.
-                VMs are sorted by name. When a row says running or starting, ls first checks it \
-                against the real process (scripts/lifecycle/reconcile.lua): a dead VM is shown and \
+                VMs are sorted by name. When a row is active (starting, running, paused, stopping: \
+                scripts/lib/status.lua defines them), ls first checks it against the real process \
+                (scripts/lifecycle/reconcile.lua): a dead VM is shown and \
                 recorded as stopped or crashed. Like every command that opens the state database, ls first \
                 migrates an older database (one notice line on stderr, after a backup).
                 """)
@@ -36,7 +37,7 @@ extension Maqet {
         func run() throws {
             do {
                 let store = try StateStore.open(global.stateConfiguration, verbosity: global.verbosity, notice: global.notice)
-                try reconcileIfRunning(store.database)
+                try reconcileIfRunning(store)
                 var out = OutputBuffer(capacity: 1 << 16)
                 switch format {
                 case .json: try listJSON(store.database, into: &out)
@@ -48,13 +49,24 @@ extension Maqet {
             }
         }
 
-        /// Truthful state: when a row says running or starting, scripts/lifecycle/reconcile.lua
-        /// checks it against the real processes first. The common case (nothing running) costs one
-        /// query and no Lua state.
-        private func reconcileIfRunning(_ database: Database) throws {
-            let active = try database.scalar("SELECT EXISTS (SELECT 1 FROM vm_instances WHERE status IN ('running', 'starting', 'stopping'))")
-            guard case .integer(1)? = active else { return }
+        /// Truthful state: when a row is in an active status (scripts/lib/status.lua says which),
+        /// scripts/lifecycle/reconcile.lua checks it against the real processes first. The common
+        /// case (nothing active) costs a small Lua state, one require and one query.
+        private func reconcileIfRunning(_ store: StateStore) throws {
+            let database = store.database
             let runtime = global.makeRuntime()
+            runtime.stateConfiguration = store.configuration
+            let active: [String]
+            do {
+                active = try withExtendedLifetime(runtime) { try runtime.activeStatuses() }
+            } catch let error as MaqetError {
+                global.notice("warning: the running VMs were not checked (\(error.message)); statuses are as recorded")
+                return
+            }
+            guard !active.isEmpty else { return }
+            let list = active.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
+            let found = try database.scalar("SELECT EXISTS (SELECT 1 FROM vm_instances WHERE status IN (\(list)))")
+            guard case .integer(1)? = found else { return }
             runtime.exposeStateDatabase(database)
             do {
                 _ = try withExtendedLifetime(runtime) { try runtime.runWorkflow("lifecycle/reconcile.lua") }

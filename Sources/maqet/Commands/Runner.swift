@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MaqetCore
+import MaqetRunner
 
 extension Maqet {
     /// `maqet __runner --spec FILE [--ready-fd N]`: the detached per-VM runner that

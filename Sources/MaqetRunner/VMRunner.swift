@@ -2,15 +2,20 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import MaqetCore
+import MaqetRuntime
 
-/// The per-VM runner (`maqet __runner --spec FILE`): starts QEMU, reports on the ready pipe once
-/// QMP answers, keeps the database row truthful, and cleans up when QEMU ends.
+/// The per-VM runner (`maqet __runner --spec FILE`): the mechanism that starts QEMU, reports on
+/// the ready pipe once QMP answers, watches QEMU and cleans up when it ends. What QEMU's start,
+/// events and exit mean for the row and the logs is policy, in Lua (`scripts/lifecycle/runner.lua`:
+/// `on_ready`, `on_event`, `on_exit`, see `RunnerHooks`).
 ///
-/// Life cycle: spawn QEMU → wait for its runner monitor (polling QEMU's pidfd, so an early exit is
-/// reported at once with QEMU's stderr) → `query-status` → row `running` (one UPDATE) → ready line →
-/// event loop: `poll` on the pidfd, the QMP socket and a signalfd, no timeout → QEMU exited:
-/// `waitpid`, row `stopped`/`crashed` (one UPDATE, only if the row is still this run's), a line in
-/// `<data dir>/logs/<vm>.log`, sockets and runtime directory removed.
+/// Life cycle: spawn QEMU → load the hooks (while QEMU starts) → wait for its runner monitor
+/// (polling QEMU's pidfd, so an early exit is reported at once with QEMU's stderr) →
+/// `query-status` → `on_ready` → ready line → event loop: `poll` on the pidfd, the QMP socket and
+/// a signalfd, no timeout, `on_event` per QMP event → QEMU exited: `waitpid`, `on_exit`, sockets
+/// and runtime directory removed. A hook that fails is logged and the runner writes the safe
+/// default itself (running; stopped for a clean exit, else crashed).
 public final class VMRunner {
     let spec: RunnerSpec
     let pid: pid_t = getpid()
@@ -20,10 +25,12 @@ public final class VMRunner {
     private var pidFD: Int32 = -1
     private var qmp: QMPClient?
 
-    /// SHUTDOWN's `guest` and `reason`, when QEMU sent one.
-    private var shutdown: (guest: Bool, reason: String)?
+    /// The data of QEMU's SHUTDOWN event, when it sent one (for on_exit and the default write).
+    private var shutdown: JSONValue?
     /// The signal that asked the runner to stop QEMU.
     private var stopSignal: Int32?
+    /// The Lua hooks; nil when they failed to load (the defaults apply).
+    private var hooks: RunnerHooks?
 
     init(spec: RunnerSpec, readyFD: Int32) {
         self.spec = spec
@@ -53,8 +60,9 @@ public final class VMRunner {
         do {
             try blockSignals()
             try startQEMU()
-            try waitUntilReady()
-            try recordRunning()
+            loadHooks()
+            let qemuStatus = try waitUntilReady()
+            try recordReady(qemuStatus: qemuStatus)
         } catch let failure as RunnerLaunchError {
             abortStart(failure)
             return 1
@@ -63,8 +71,6 @@ public final class VMRunner {
             return 1
         }
         report(RunnerReport(ok: true, pid: qemuPID, runnerPID: pid))
-        let startTime = (try? LinuxProcess.snapshot(qemuPID, execWaitMs: 0).startTime).map { " (start time \($0))" } ?? ""
-        appendHistory("started: QEMU pid \(qemuPID)\(startTime), runner pid \(pid)")
         let exit = eventLoop()
         finish(exit)
         return 0
@@ -111,9 +117,32 @@ public final class VMRunner {
         }
     }
 
-    /// Connects to the runner monitor once it accepts connections; fails at once when QEMU exits
-    /// or a stop signal arrives, and after `timeoutMs`.
-    private func waitUntilReady() throws {
+    /// Builds the Lua state and loads `lifecycle/runner.lua` (QEMU is starting meanwhile, so this
+    /// costs the start nothing while QEMU takes longer). A failure is logged; the defaults apply.
+    private func loadHooks() {
+        var paths: [(key: String, value: JSONValue)] = [
+            ("dir", .string(spec.dir)), ("runner_qmp", .string(spec.runnerQMP)), ("client_qmp", .string(spec.clientQMP)),
+            ("qemu_log", .string(spec.qemuLog)), ("runner_log", .string(spec.runnerLog)), ("spec", .string(spec.specPath)),
+        ]
+        if let historyLog = spec.historyLog { paths.append(("history_log", .string(historyLog))) }
+        if let eventsLog = spec.eventsLog { paths.append(("events_log", .string(eventsLog))) }
+        let context: JSONValue = .object([
+            ("vm_name", .string(spec.vmName)), ("vm_id", .string(spec.vmID)),
+            ("runner_pid", .integer(Int64(pid))), ("qemu_pid", .integer(Int64(qemuPID))),
+            ("paths", .object(paths)),
+        ])
+        do {
+            hooks = try RunnerHooks(spec: spec, context: context)
+        } catch {
+            log("cannot load the runner hooks (\(RunnerHooks.script)): \(error); using the built-in defaults")
+            appendHistory("runner hooks not loaded (\(error)); recording with the built-in defaults")
+        }
+    }
+
+    /// Connects to the runner monitor once it accepts connections and returns QEMU's run state
+    /// (`query-status`: "running", "prelaunch" with -S, …); fails at once when QEMU exits or a stop
+    /// signal arrives, and after `timeoutMs`.
+    private func waitUntilReady() throws -> String {
         let deadline = monotonicMs() + Int64(max(spec.timeoutMs, 0))
         let interrupted = { [pidFD, signalFD] in
             LinuxProcess.readable(pidFD, timeoutMs: 0) || LinuxProcess.readable(signalFD, timeoutMs: 0)
@@ -147,10 +176,11 @@ public final class VMRunner {
                 socketSeen = true
                 do {
                     let client = try QMPClient(path: spec.runnerQMP, timeoutMs: Int(left), shouldStop: interrupted)
-                    _ = try client.execute("query-status", timeoutMs: Int(max(deadline - monotonicMs(), 1)))
+                    let state = try client.execute("query-status", timeoutMs: Int(max(deadline - monotonicMs(), 1)))
                     qmp = client
                     for path in [spec.runnerQMP, spec.clientQMP] { _ = chmod(path, 0o600) }
-                    return
+                    if case .string(let status)? = state["status"] { return status }
+                    return "running"
                 } catch let error as QMPError {
                     // Not listening yet, or QEMU went away (seen above on the next round).
                     log("QMP not ready yet: \(error)")
@@ -162,8 +192,35 @@ public final class VMRunner {
         }
     }
 
-    /// One UPDATE: the row says running, with QEMU's pid, this runner and the client monitor.
-    private func recordRunning() throws {
+    /// The row says running (or paused): `on_ready`, else the default UPDATE and history line.
+    private func recordReady(qemuStatus: String) throws {
+        let startTime = try? LinuxProcess.snapshot(qemuPID, execWaitMs: 0).startTime
+        if let hooks {
+            hooks.setContext("qemu_status", .string(qemuStatus))
+            if let startTime { hooks.setContext("qemu_start_time", .integer(Int64(startTime))) }
+            do {
+                if let results = try hooks.call("on_ready") {
+                    if results[0].isTruthy { return }
+                    let message: String
+                    if case .string(let text) = results[1] { message = text } else { message = "on_ready refused the start" }
+                    let code: String
+                    if case .string(let text) = results[2] { code = text } else { code = "EIO" }
+                    throw RunnerLaunchError(message, code: code)
+                }
+            } catch let error as RunnerLaunchError {
+                throw error
+            } catch {
+                log("on_ready failed: \(error); recording running with the built-in default")
+                appendHistory("runner hook on_ready failed: \(error)")
+            }
+        }
+        try defaultRecordRunning()
+        appendHistory("started: QEMU pid \(qemuPID)\(startTime.map { " (start time \($0))" } ?? ""), runner pid \(pid)")
+    }
+
+    /// The default when no hook recorded the start: one UPDATE, the row says running with QEMU's
+    /// pid, this runner and the client monitor.
+    private func defaultRecordRunning() throws {
         let changed: Int
         do {
             changed = try withDatabase { db in
@@ -211,7 +268,11 @@ public final class VMRunner {
                 return reapQEMU()
             }
             if fds[0].revents != 0 { return reapQEMU() }
-            if fds.count > 2 && fds[2].revents != 0 { readEvents() }
+            if fds.count > 2 && fds[2].revents != 0, readEvents(), stopSignal == nil, killDeadline == nil {
+                log("on_event asked to end QEMU: quit")
+                requestQuit()
+                killDeadline = monotonicMs() + 5000
+            }
             if fds[1].revents != 0, let signal = takeSignal() {
                 if signal == SIGUSR1 {
                     // A forced stop: no quit, no grace period; still a stop that was asked for.
@@ -236,27 +297,30 @@ public final class VMRunner {
         }
     }
 
-    private func readEvents() {
-        guard let qmp else { return }
+    /// Reads the pending QMP events and hands each to `on_event`; returns true when a hook asked
+    /// for QEMU to be ended ("quit").
+    @discardableResult
+    private func readEvents() -> Bool {
+        guard let qmp else { return false }
+        var quit = false
         do {
             for event in try qmp.drainEvents() {
                 log("event \(event.name) \((try? event.data.serialized()) ?? "")")
-                if event.name == "SHUTDOWN" {
-                    var guest = false
-                    var reason = "unknown"
-                    if case .object(let members) = event.data {
-                        for (key, value) in members {
-                            if key == "guest", case .bool(let b) = value { guest = b }
-                            if key == "reason", case .string(let s) = value { reason = s }
-                        }
-                    }
-                    shutdown = (guest, reason)
+                if event.name == "SHUTDOWN" { shutdown = event.data }
+                guard let hooks else { continue }
+                let value: JSONValue = .object([("name", .string(event.name)), ("data", event.data), ("timestamp", .double(event.timestamp))])
+                do {
+                    if let results = try hooks.call("on_event", [value]), results[0] == .string("quit") { quit = true }
+                } catch {
+                    log("on_event \(event.name) failed: \(error)")
+                    appendHistory("runner hook on_event failed on \(event.name): \(error)")
                 }
             }
         } catch {
             // EOF: QEMU is exiting; the pidfd says when it is gone.
             qmp.close()
         }
+        return quit
     }
 
     /// QMP `quit` on the runner's monitor; SIGTERM when the monitor is gone.
@@ -278,10 +342,39 @@ public final class VMRunner {
         // A SHUTDOWN event may still sit unread in the socket when the pidfd fires first.
         if let qmp, qmp.fileDescriptor >= 0 { readEvents() }
         qmp?.close()
+        var recorded = false
+        if let hooks {
+            var members: [(key: String, value: JSONValue)] = [("description", .string(describe(exit)))]
+            if let code = exit.code { members.append(("code", .integer(Int64(code)))) }
+            if let signal = exit.signal {
+                members.append(("signal", .integer(Int64(signal))))
+                members.append(("signal_name", .string(signalName(signal))))
+            }
+            if let stopSignal { members.append(("stop_signal", .string(signalName(stopSignal)))) }
+            if let shutdown { members.append(("shutdown", shutdown)) }
+            do {
+                recorded = try hooks.call("on_exit", [.object(members)]) != nil
+            } catch {
+                log("on_exit failed: \(error); recording with the built-in default")
+                appendHistory("runner hook on_exit failed: \(error)")
+            }
+        }
+        if !recorded { defaultRecordExit(exit) }
+        RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
+    }
+
+    /// The default when no hook recorded the end: stopped for a clean end (exit code 0, a
+    /// SHUTDOWN event, or a stop the runner was asked for), else crashed; one UPDATE that only
+    /// touches this run's row, and a history line.
+    private func defaultRecordExit(_ exit: ExitInfo) {
         let clean = exit.code == 0 || shutdown != nil || stopSignal != nil
         let status = clean ? "stopped" : "crashed"
         var how = "QEMU \(describe(exit))"
-        if let shutdown { how += " after SHUTDOWN (reason \(shutdown.reason), \(shutdown.guest ? "by the guest" : "by the host"))" }
+        if let shutdown {
+            var guest = false
+            if case .bool(let b)? = shutdown["guest"] { guest = b }
+            how += " after SHUTDOWN (reason \(shutdown["reason"].flatMap { if case .string(let s) = $0 { return s } else { return nil } } ?? "unknown"), \(guest ? "by the guest" : "by the host"))"
+        }
         if let stopSignal { how += " after the runner got SIG\(signalName(stopSignal))" }
         if !clean {
             let text = RunnerLauncher.tail(ofFile: spec.qemuLogPath, maximumBytes: 500)
@@ -302,7 +395,6 @@ public final class VMRunner {
             appendHistory("runner could not update the database: \(error)")
         }
         appendHistory("\(status): \(how)")
-        RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
     }
 
     // MARK: Helpers
@@ -357,46 +449,12 @@ public final class VMRunner {
 
     /// A line on stderr (runner.log while the VM runs).
     private func log(_ message: String) {
-        fputs("\(Self.timestamp()) \(message)\n", stderr)
+        fputs("\(utcTimestamp()) \(message)\n", stderr)
     }
 
-    /// Appends "<timestamp> <message>" to `<data dir>/logs/<vm name>.log`.
+    /// Appends a line to the VM's history log (when the spec names one), through the one writer.
     private func appendHistory(_ message: String) {
-        VMHistory.append(dataDir: spec.dataDir, vmName: spec.vmName, vmID: spec.vmID, message)
-    }
-
-    /// "2026-11-25T09:12:03.456Z" (UTC). `gmtime_r` + `strftime`: no ICU to load in the runner.
-    static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let n = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &parts)
-        let millis = Int(now.tv_nsec / 1_000_000)
-        let fraction = String(millis)
-        return String(cString: Array(buffer[0..<n]) + [0]) + "." + String(repeating: "0", count: 3 - fraction.count) + fraction + "Z"
-    }
-}
-
-/// The persistent per-VM history in the data directory: `<data dir>/logs/<vm name>.log`, one line
-/// per start, failed start and end ("2026-01-02T03:04:05.678Z crashed: QEMU was killed by signal 9 (SIGKILL)").
-public enum VMHistory {
-    /// The log file of a VM (names that are not safe file names use the VM id).
-    public static func path(dataDir: String, vmName: String, vmID: String) -> String {
-        let safe = !vmName.isEmpty && !vmName.hasPrefix(".") && vmName.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
-        return ((dataDir as NSString).appendingPathComponent("logs") as NSString).appendingPathComponent("\(safe ? vmName : vmID).log")
-    }
-
-    public static func append(dataDir: String, vmName: String, vmID: String, _ message: String) {
-        let logs = (dataDir as NSString).appendingPathComponent("logs")
-        _ = mkdir(logs, 0o700)
-        let file = path(dataDir: dataDir, vmName: vmName, vmID: vmID)
-        let fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        defer { _ = Glibc.close(fd) }
-        let line = Array("\(VMRunner.timestamp()) \(message.replacingOccurrences(of: "\n", with: "; "))\n".utf8)
-        _ = line.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
+        guard let path = spec.historyLog else { return }
+        History.append(path, message)
     }
 }
