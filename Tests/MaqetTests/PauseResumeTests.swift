@@ -156,6 +156,48 @@ final class PauseResumeTests: XCTestCase {
         XCTAssertEqual(result.stdout, "paused\tpaused\nEPAUSED\nrunning\nENOTPAUSED\nrunning\nENOTRUNNING\nENOVM\n")
     }
 
+    func testTheLuaEventIteratorReadsPauseAndResume() {
+        insertVM("it")
+        let result = sandbox.runScript("""
+            assert(maqet.vm.start("it"))
+            -- From the end: only what the pause and resume below write.
+            local next_event = assert(maqet.vm.events({"it"}, {timeout_ms = 20000}))
+            assert(maqet.vm.pause("it"))
+            assert(maqet.vm.resume("it"))
+            local seen = {}
+            for e, line in next_event do
+                assert(type(line) == "string" and maqet.json.decode(line).event == e.event)
+                if e.vm == "it" and (e.event == "STOP" or e.event == "RESUME") then
+                    seen[#seen + 1] = e.event
+                elseif e.vm == "it" and e.event == "state" then
+                    seen[#seen + 1] = e.status .. " (" .. e.reason .. ")"
+                end
+                if #seen == 4 then break end
+            end
+            print(table.concat(seen, ", "))
+            assert(maqet.vm.stop("it", {force = true}))
+            -- From the start, with a timeout of 0: the whole log once, then the loop ends.
+            local count, first = 0, nil
+            for e in assert(maqet.vm.events(nil, {from = "start", timeout_ms = 0})) do
+                count = count + 1
+                first = first or e
+            end
+            print(count, first.event, first.status, first.reason)
+            print(select(3, maqet.vm.events({"nope"})))
+            print(pcall(maqet.vm.events, {"it"}, {from = "middle"}))
+            """)
+        result.assertExit(0)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertEqual(lines.first, "STOP, paused (STOP), RESUME, running (RESUME)", result.stdout + result.stderr)
+        // Every line of the log (the start, pause, resume and the stop), the first being the start.
+        let log = events("it")
+        XCTAssertGreaterThanOrEqual(log.count, 6)
+        XCTAssertEqual(lines.count > 1 ? lines[1] : "", "\(log.count)\tstate\trunning\tstarted")
+        XCTAssertEqual(lines.count > 2 ? lines[2] : "", "ENOVM")
+        assertContains(lines.count > 3 ? lines[3] : "", "false")
+        assertContains(result.stdout, "opts.from must be \"end\" or \"start\", got middle")
+    }
+
     func testAFailingRunnerHookFallsBackToTheDefaultsAndIsLogged() throws {
         let scripts = sandbox.home + "/scripts"
         try FileManager.default.createDirectory(atPath: scripts + "/lifecycle", withIntermediateDirectories: true)
