@@ -198,6 +198,34 @@ final class PauseResumeTests: XCTestCase {
         assertContains(result.stdout, "opts.from must be \"end\" or \"start\", got middle")
     }
 
+    /// maqet.history.rotate is the one rotation of the VM logs (events log, console log).
+    func testHistoryRotateSaysWhatItDid() throws {
+        let dir = sandbox.home + "/logs"
+        try FileManager.default.createDirectory(atPath: dir + "/blocked.log.1", withIntermediateDirectories: true)
+        try "x".write(toFile: dir + "/blocked.log.1/keep", atomically: true, encoding: .utf8)
+        let result = sandbox.runScript("""
+            local dir = ...
+            for _, name in ipairs({"small.log", "big.log", "blocked.log"}) do
+                local f = assert(io.open(dir .. "/" .. name, "wb"))
+                f:write(name == "small.log" and "12345" or "1234567890")
+                f:close()
+            end
+            print(maqet.history.rotate(dir .. "/small.log", 8))
+            print(maqet.history.rotate(dir .. "/big.log", 8))
+            print(maqet.history.rotate(dir .. "/missing.log", 8))
+            local ok, err, code = maqet.history.rotate(dir .. "/blocked.log", 8)
+            print(ok, code, err)
+            """, args: [dir])
+        result.assertExit(0)
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(Array(lines.prefix(3)), ["false", "true", "false"], result.stdout + result.stderr)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/big.log.1", encoding: .utf8), "1234567890")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/big.log"))
+        XCTAssertEqual(try String(contentsOfFile: dir + "/small.log", encoding: .utf8), "12345")
+        XCTAssertTrue((lines.count > 3 ? lines[3] : "").hasPrefix("nil\tEIO\tmaqet.history.rotate: cannot rename \(dir)/blocked.log to \(dir)/blocked.log.1: "), result.stdout)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/blocked.log", encoding: .utf8), "1234567890") // unchanged
+    }
+
     func testAFailingRunnerHookFallsBackToTheDefaultsAndIsLogged() throws {
         let scripts = sandbox.home + "/scripts"
         try FileManager.default.createDirectory(atPath: scripts + "/lifecycle", withIntermediateDirectories: true)
