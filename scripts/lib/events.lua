@@ -36,11 +36,6 @@ end
 events.poll_ms = 100        -- how often follow looks at the files
 events.rescan_ms = 1000     -- how often follow looks for VMs added (and logs created) since
 
-local function size_of(path)
-    local info = maqet.fs.stat(path)
-    return info and info.size or nil
-end
-
 --- Follows the events logs of the VMs `names` (a list; nil or empty: every VM, and the VMs added
 --- while it follows) and returns an iterator over their entries: each call returns the next
 --- entry decoded (a table; `{unreadable = true}` for a line that is not a JSON object) and the
@@ -79,7 +74,9 @@ function events.follow(names, opts)
         end
     end
 
-    local qemu = require("maqet.lib.qemu") -- here, not at the top: the runner loads this file too
+    -- Required here, not at the top: the runner loads this file to write, not to follow.
+    local qemu = require("maqet.lib.qemu")
+    local files = require("maqet.lib.files")
     local followed, order = {}, {} -- events log path -> {path, offset, partial}; paths in the order found
     local function scan(first)
         local rows = {}
@@ -95,7 +92,7 @@ function events.follow(names, opts)
             if path and not followed[path] then
                 -- Logs there at the start: from their end unless asked otherwise; a log that
                 -- appears (or a VM that is added) while we follow: from its beginning.
-                local offset = (first and from == "end") and (size_of(path) or 0) or 0
+                local offset = (first and from == "end") and (files.size(path) or 0) or 0
                 followed[path] = { path = path, offset = offset, partial = "" }
                 order[#order + 1] = path
             end
@@ -106,27 +103,24 @@ function events.follow(names, opts)
     local function read_new()
         for _, path in ipairs(order) do
             local state = followed[path]
-            local size = size_of(path)
-            if size and size < state.offset then state.offset, state.partial = 0, "" end -- rotated
-            if size and size > state.offset then
-                local f = io.open(path, "rb")
-                if f then
-                    f:seek("set", state.offset)
-                    local text = f:read(size - state.offset) or ""
-                    f:close()
-                    state.offset = state.offset + #text
-                    text = state.partial .. text
-                    local last = 1
-                    for line, stop in text:gmatch("([^\n]*)\n()") do
-                        if line ~= "" then
-                            local entry = maqet.json.decode(line)
-                            if type(entry) ~= "table" then entry = { unreadable = true } end
-                            queue[#queue + 1] = { entry, line }
-                        end
-                        last = stop
+            local text, size = files.read_range(path, state.offset)
+            if text and size < state.offset then -- rotated: the new file from its start
+                state.offset, state.partial = 0, ""
+                text = files.read_range(path, 0)
+            end
+            if text and text ~= "" then
+                state.offset = state.offset + #text
+                text = state.partial .. text
+                local last = 1
+                for line, stop in text:gmatch("([^\n]*)\n()") do
+                    if line ~= "" then
+                        local entry = maqet.json.decode(line)
+                        if type(entry) ~= "table" then entry = { unreadable = true } end
+                        queue[#queue + 1] = { entry, line }
                     end
-                    state.partial = text:sub(last)
+                    last = stop
                 end
+                state.partial = text:sub(last)
             end
         end
     end
