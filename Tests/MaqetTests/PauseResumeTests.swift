@@ -13,7 +13,7 @@ final class PauseResumeTests: XCTestCase {
     }
 
     override func tearDown() {
-        let leftovers = processesOfSandbox()
+        let leftovers = processes(of: sandbox)
         for pid in leftovers { kill(pid, SIGKILL) }
         XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })")
         sandbox = nil
@@ -21,17 +21,6 @@ final class PauseResumeTests: XCTestCase {
     }
 
     static let q35 = #"{"memory": "64M", "cpu": 1, "display": "none", "vga": "none", "arguments": [{"machine": "q35"}, {"accel": "kvm"}]}"#
-
-    /// Live processes whose command line or environment names the sandbox (its QEMUs and runners).
-    func processesOfSandbox() -> [pid_t] {
-        var found: [pid_t] = []
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry), pid != getpid(), !isGone(pid) else { continue }
-            let environ = (FileManager.default.contents(atPath: "/proc/\(pid)/environ")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            if commandLine(pid).contains(sandbox.home) || environ.contains("XDG_RUNTIME_DIR=\(sandbox.home)/") { found.append(pid) }
-        }
-        return found.sorted()
-    }
 
     @discardableResult
     func insertVM(_ name: String, _ config: String = q35) -> String {
