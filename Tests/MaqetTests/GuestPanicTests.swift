@@ -12,9 +12,7 @@ final class GuestPanicTests: XCTestCase {
     }
 
     override func tearDown() {
-        let leftovers = processes(of: sandbox)
-        for pid in leftovers { kill(pid, SIGKILL) }
-        XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })")
+        assertNothingLeft(of: sandbox)
         sandbox = nil
         super.tearDown()
     }
