@@ -22,13 +22,24 @@ public enum LogFile {
         return n == bytes.count
     }
 
+    /// What `rotate` did.
+    public enum Rotation: Equatable {
+        /// The file was over the cap and is now `path.1`.
+        case rotated
+        /// Nothing to do: missing, not a regular file, or not over the cap.
+        case kept
+        /// Over the cap, but the rename failed (the errno).
+        case failed(Int32)
+    }
+
     /// When `path` is larger than `maxBytes`, renames it to `path.1` (replacing an older `.1`), so
-    /// the next append starts a new file. Returns whether it rotated.
+    /// the next append (ours, or QEMU's for the console log) starts a new file. The one rotation
+    /// of maqet's logs: every caller passes its own cap.
     @discardableResult
-    public static func rotate(_ path: String, maxBytes: Int64) -> Bool {
+    public static func rotate(_ path: String, maxBytes: Int64) -> Rotation {
         var info = stat()
-        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, Int64(info.st_size) > maxBytes else { return false }
-        return rename(path, path + ".1") == 0
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, Int64(info.st_size) > maxBytes else { return .kept }
+        return rename(path, path + ".1") == 0 ? .rotated : .failed(errno)
     }
 }
 

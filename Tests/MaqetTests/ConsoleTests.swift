@@ -15,9 +15,7 @@ final class ConsoleTests: XCTestCase {
 
     override func tearDown() {
         for sandbox in sandboxes {
-            let leftovers = processes(of: sandbox)
-            for pid in leftovers { kill(pid, SIGKILL) }
-            XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })")
+            assertNothingLeft(of: sandbox)
         }
         sandboxes = []
         super.tearDown()

@@ -12,14 +12,7 @@ final class GuestPanicTests: XCTestCase {
     }
 
     override func tearDown() {
-        var leftovers: [pid_t] = []
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry), pid != getpid(), !isGone(pid) else { continue }
-            let environ = (FileManager.default.contents(atPath: "/proc/\(pid)/environ")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            if commandLine(pid).contains(sandbox.home) || environ.contains("XDG_RUNTIME_DIR=\(sandbox.home)/") { leftovers.append(pid) }
-        }
-        for pid in leftovers { kill(pid, SIGKILL) }
-        XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })")
+        assertNothingLeft(of: sandbox)
         sandbox = nil
         super.tearDown()
     }

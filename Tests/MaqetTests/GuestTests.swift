@@ -17,9 +17,7 @@ final class GuestTests: XCTestCase {
     override func tearDown() {
         for sandbox in sandboxes {
             if !processes(of: sandbox).isEmpty { sandbox.maqet(["stop", "--all", "--force"]) }
-            let leftovers = processes(of: sandbox)
-            for pid in leftovers { kill(pid, SIGKILL) }
-            XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })")
+            assertNothingLeft(of: sandbox)
         }
         sandboxes = []
         super.tearDown()

@@ -13,25 +13,12 @@ final class PauseResumeTests: XCTestCase {
     }
 
     override func tearDown() {
-        let leftovers = processesOfSandbox()
-        for pid in leftovers { kill(pid, SIGKILL) }
-        XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })")
+        assertNothingLeft(of: sandbox)
         sandbox = nil
         super.tearDown()
     }
 
     static let q35 = #"{"memory": "64M", "cpu": 1, "display": "none", "vga": "none", "arguments": [{"machine": "q35"}, {"accel": "kvm"}]}"#
-
-    /// Live processes whose command line or environment names the sandbox (its QEMUs and runners).
-    func processesOfSandbox() -> [pid_t] {
-        var found: [pid_t] = []
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry), pid != getpid(), !isGone(pid) else { continue }
-            let environ = (FileManager.default.contents(atPath: "/proc/\(pid)/environ")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            if commandLine(pid).contains(sandbox.home) || environ.contains("XDG_RUNTIME_DIR=\(sandbox.home)/") { found.append(pid) }
-        }
-        return found.sorted()
-    }
 
     @discardableResult
     func insertVM(_ name: String, _ config: String = q35) -> String {
@@ -154,6 +141,76 @@ final class PauseResumeTests: XCTestCase {
             """)
         result.assertExit(0)
         XCTAssertEqual(result.stdout, "paused\tpaused\nEPAUSED\nrunning\nENOTPAUSED\nrunning\nENOTRUNNING\nENOVM\n")
+    }
+
+    func testTheLuaEventIteratorReadsPauseAndResume() {
+        insertVM("it")
+        let result = sandbox.runScript("""
+            assert(maqet.vm.start("it"))
+            -- From the end: only what the pause and resume below write.
+            local next_event = assert(maqet.vm.events({"it"}, {timeout_ms = 20000}))
+            assert(maqet.vm.pause("it"))
+            assert(maqet.vm.resume("it"))
+            local seen = {}
+            for e, line in next_event do
+                assert(type(line) == "string" and maqet.json.decode(line).event == e.event)
+                if e.vm == "it" and (e.event == "STOP" or e.event == "RESUME") then
+                    seen[#seen + 1] = e.event
+                elseif e.vm == "it" and e.event == "state" then
+                    seen[#seen + 1] = e.status .. " (" .. e.reason .. ")"
+                end
+                if #seen == 4 then break end
+            end
+            print(table.concat(seen, ", "))
+            assert(maqet.vm.stop("it", {force = true}))
+            -- From the start, with a timeout of 0: the whole log once, then the loop ends.
+            local count, first = 0, nil
+            for e in assert(maqet.vm.events(nil, {from = "start", timeout_ms = 0})) do
+                count = count + 1
+                first = first or e
+            end
+            print(count, first.event, first.status, first.reason)
+            print(select(3, maqet.vm.events({"nope"})))
+            print(pcall(maqet.vm.events, {"it"}, {from = "middle"}))
+            """)
+        result.assertExit(0)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertEqual(lines.first, "STOP, paused (STOP), RESUME, running (RESUME)", result.stdout + result.stderr)
+        // Every line of the log (the start, pause, resume and the stop), the first being the start.
+        let log = events("it")
+        XCTAssertGreaterThanOrEqual(log.count, 6)
+        XCTAssertEqual(lines.count > 1 ? lines[1] : "", "\(log.count)\tstate\trunning\tstarted")
+        XCTAssertEqual(lines.count > 2 ? lines[2] : "", "ENOVM")
+        assertContains(lines.count > 3 ? lines[3] : "", "false")
+        assertContains(result.stdout, "opts.from must be \"end\" or \"start\", got middle")
+    }
+
+    /// maqet.history.rotate is the one rotation of the VM logs (events log, console log).
+    func testHistoryRotateSaysWhatItDid() throws {
+        let dir = sandbox.home + "/logs"
+        try FileManager.default.createDirectory(atPath: dir + "/blocked.log.1", withIntermediateDirectories: true)
+        try "x".write(toFile: dir + "/blocked.log.1/keep", atomically: true, encoding: .utf8)
+        let result = sandbox.runScript("""
+            local dir = ...
+            for _, name in ipairs({"small.log", "big.log", "blocked.log"}) do
+                local f = assert(io.open(dir .. "/" .. name, "wb"))
+                f:write(name == "small.log" and "12345" or "1234567890")
+                f:close()
+            end
+            print(maqet.history.rotate(dir .. "/small.log", 8))
+            print(maqet.history.rotate(dir .. "/big.log", 8))
+            print(maqet.history.rotate(dir .. "/missing.log", 8))
+            local ok, err, code = maqet.history.rotate(dir .. "/blocked.log", 8)
+            print(ok, code, err)
+            """, args: [dir])
+        result.assertExit(0)
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(Array(lines.prefix(3)), ["false", "true", "false"], result.stdout + result.stderr)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/big.log.1", encoding: .utf8), "1234567890")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/big.log"))
+        XCTAssertEqual(try String(contentsOfFile: dir + "/small.log", encoding: .utf8), "12345")
+        XCTAssertTrue((lines.count > 3 ? lines[3] : "").hasPrefix("nil\tEIO\tmaqet.history.rotate: cannot rename \(dir)/blocked.log to \(dir)/blocked.log.1: "), result.stdout)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/blocked.log", encoding: .utf8), "1234567890") // unchanged
     }
 
     func testAFailingRunnerHookFallsBackToTheDefaultsAndIsLogged() throws {

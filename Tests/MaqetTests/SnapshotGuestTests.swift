@@ -10,9 +10,7 @@ final class SnapshotGuestTests: XCTestCase {
     override func tearDown() {
         for sandbox in sandboxes {
             _ = sandbox.maqet(["stop", "--all", "--force"])
-            let leftovers = processes(of: sandbox)
-            for pid in leftovers { kill(pid, SIGKILL) }
-            XCTAssertEqual(leftovers, [], "processes left running: \(leftovers.map { commandLine($0) })")
+            assertNothingLeft(of: sandbox)
         }
         sandboxes = []
         super.tearDown()

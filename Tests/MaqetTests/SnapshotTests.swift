@@ -19,9 +19,7 @@ final class SnapshotTests: XCTestCase {
         for sandbox in sandboxes {
             // Stop what a failed test may have left, then insist nothing is left.
             _ = sandbox.maqet(["stop", "--all", "--force"])
-            let leftovers = processes(of: sandbox)
-            for pid in leftovers { kill(pid, SIGKILL) }
-            XCTAssertEqual(leftovers, [], "processes left running: \(leftovers.map { commandLine($0) })")
+            assertNothingLeft(of: sandbox)
         }
         sandboxes = []
         super.tearDown()

@@ -522,6 +522,30 @@ function maqet.vm.console(name) end
 ---@return string? code    "ENOVM", "ETIMEDOUT", "EINVAL" (bad state or pattern), "ENOCONSOLE", "ESTOPPED" (stopped before the console printed it)
 function maqet.vm.wait(name, opts) end
 
+---@class maqet.VMEvent
+---@field time string           "2026-11-25T09:12:03.456Z"
+---@field vm string
+---@field id string
+---@field event string          a QMP event name ("STOP", "RESUME", ...) or "state"
+---@field data? table           a QMP event's data
+---@field status? string        "state": the new status
+---@field reason? string        "state": why
+---@field unreadable? true      the line is not a JSON object
+
+---@class maqet.VMEventsOptions
+---@field from? "end"|"start"   "end" (default): only entries written from now on
+---@field timeout_ms? number    for the whole iteration; no end when absent
+---@field poll_ms? integer      how often the logs are looked at (default 100)
+
+---Follows the events logs of the VMs `names` (nil or {}: every VM, and VMs added later): an
+---iterator over their entries (the decoded entry and its JSON line), nil once opts.timeout_ms passed.
+---@param names? string[]
+---@param opts? maqet.VMEventsOptions
+---@return (fun(): maqet.VMEvent?, string?)|nil iterator
+---@return string? message
+---@return string? code    "ENOVM"
+function maqet.vm.events(names, opts) end
+
 -- ---------------------------------------------------------------------------------------------
 -- maqet.console, maqet.regex (the serial console's mechanism)
 -- ---------------------------------------------------------------------------------------------
@@ -691,8 +715,11 @@ function maqet.history.append(path, message) end
 ---@return string? code  "EIO"
 function maqet.history.event(path, record) end
 
----Renames the file to path .. ".1" when it is larger than max_bytes.
+---Renames the file to path .. ".1" when it is larger than max_bytes: true; false when there was
+---nothing to do; nil, message, "EIO" when the rename failed.
 ---@param path string
 ---@param max_bytes integer
----@return boolean rotated
+---@return boolean|nil rotated
+---@return string? message
+---@return string? code  "EIO"
 function maqet.history.rotate(path, max_bytes) end

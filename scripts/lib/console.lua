@@ -19,6 +19,7 @@
 -- Where the current (or last) boot's output begins is kept in <name>.console.offset beside it.
 
 local qemu = require("maqet.lib.qemu")
+local files = require("maqet.lib.files")
 
 local console = {}
 
@@ -36,8 +37,7 @@ function console.active(s)
 end
 
 local function size_of(path)
-    local info = path and maqet.fs.stat(path)
-    return info and info.size or 0
+    return files.size(path) or 0
 end
 
 local function row_by_name(name)
@@ -65,15 +65,12 @@ function console.prepare(row, config)
             error(("cannot create %s: %s"):format(logs, result and result.stderr or err), 0)
         end
     end
-    local size = size_of(paths.console_log)
-    if size > console.max_log_bytes then
-        local ok, err = os.rename(paths.console_log, paths.console_log .. ".1")
-        if ok then
-            size = 0
-        else
-            maqet.log.warn(("%s: could not rotate the console log: %s"):format(row.name, tostring(err)))
-        end
+    -- maqet.history.rotate: the one rotation of the VM logs (the events log's too), our cap.
+    local rotated, err = maqet.history.rotate(paths.console_log, console.max_log_bytes)
+    if rotated == nil then
+        maqet.log.warn(("%s: could not rotate the console log: %s"):format(row.name, tostring(err)))
     end
+    local size = size_of(paths.console_log)
     local f, err = io.open(paths.console_offset, "wb")
     if not f then error(("cannot write %s: %s"):format(paths.console_offset, tostring(err)), 0) end
     f:write(tostring(size), "\n")
@@ -85,11 +82,7 @@ end
 ---@param row table
 ---@return integer
 function console.boot_offset(row)
-    local f = io.open(qemu.paths(row).console_offset, "rb")
-    if not f then return 0 end
-    local n = tonumber((f:read("a") or ""):match("%d+"))
-    f:close()
-    return n or 0
+    return tonumber((files.read(qemu.paths(row).console_offset) or ""):match("%d+")) or 0
 end
 
 -- Matchers: find(buffer) -> start, end (1-based, inclusive).
@@ -132,19 +125,13 @@ function console.search(path, from, find, deadline, live)
     local base, buffer = from, ""
     local polls, last = 0, false
     while true do
-        local f = io.open(path, "rb")
-        if f then
-            local size = f:seek("end")
-            if size < base + #buffer then
-                -- The log was rotated (a new start): this boot's output is the new file.
-                base, buffer = 0, ""
-            end
-            if size > base + #buffer then
-                f:seek("set", base + #buffer)
-                buffer = buffer .. (f:read(size - base - #buffer) or "")
-            end
-            f:close()
+        local text, size = files.read_range(path, base + #buffer)
+        if text and size < base + #buffer then
+            -- The log was rotated (a new start): this boot's output is the new file.
+            base, buffer = 0, ""
+            text = files.read_range(path, 0)
         end
+        if text then buffer = buffer .. text end
         local s, e = find(buffer)
         if s then return buffer:sub(s, e), base + e, base + s - 1 end
         if last then return nil, "gone", buffer end
@@ -203,16 +190,7 @@ end
 ---@param to? integer
 ---@return string
 function Console:read(from, to)
-    from = from or self:boot_offset()
-    local f = io.open(self.paths.console_log, "rb")
-    if not f then return "" end
-    local size = f:seek("end")
-    to = math.min(to or size, size)
-    if to <= from then f:close(); return "" end
-    f:seek("set", from)
-    local text = f:read(to - from) or ""
-    f:close()
-    return text
+    return (files.read_range(self.paths.console_log, from or self:boot_offset(), to)) or ""
 end
 
 --- Waits until the console prints `pattern` at or after `opts.from` (default: where the current

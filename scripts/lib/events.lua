@@ -4,7 +4,8 @@
 --   {"time":"…","vm":"g","id":"…","event":"STOP","data":{…}}                        a QMP event
 --   {"time":"…","vm":"g","id":"…","event":"state","status":"paused","reason":"…"}   a status change
 -- The per-VM runner (lifecycle/runner.lua) writes both kinds; vm.lua writes the status changes
--- maqet itself records (reconcile, stop).
+-- maqet itself records (reconcile, stop). events.follow reads them back (maqet.vm.events, and
+-- `maqet events`, lifecycle/events.lua); its code is lib/follow.lua, loaded on first use.
 
 local events = {}
 
@@ -28,6 +29,14 @@ end
 function events.state(paths, vm, status, reason)
     if not (paths and paths.events_log) then return end
     maqet.history.event(paths.events_log, { vm = vm.name, id = vm.id, event = "state", status = status, reason = reason })
+end
+
+--- Follows the events logs of the VMs `names` (nil or empty: every VM): an iterator over their
+--- entries (each: the decoded entry and its JSON line). See lib/follow.lua for opts and results.
+---@param names? string[]
+---@param opts? {from: "end"|"start"|nil, timeout_ms: number?, poll_ms: integer?}
+function events.follow(names, opts)
+    return require("maqet.lib.follow").follow(names, opts)
 end
 
 return events

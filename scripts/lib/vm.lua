@@ -35,13 +35,7 @@ vm.qmp_timeout_ms = 2000
 -- Process primitives -----------------------------------------------------------------------
 -- The host's maqet.process.info/signal/wait_pid (pidfds, /proc), under short local names.
 
-local function read_file(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local text = f:read("a")
-    f:close()
-    return text
-end
+local read_file = require("maqet.lib.files").read
 
 local proc_info = maqet.process.info
 local signal = maqet.process.signal

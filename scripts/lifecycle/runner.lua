@@ -95,10 +95,8 @@ function hooks.on_exit(ctx, exit)
     end
     if exit.stop_signal then how = how .. " after the runner got SIG" .. exit.stop_signal end
     if to == "crashed" then
-        local f = io.open(ctx.paths.qemu_log, "rb")
-        local text = f and f:read("a") or ""
-        if f then f:close() end
-        text = text:sub(-500):gsub("%s*\n%s*", "; "):gsub("^[;%s]+", ""):gsub("[;%s]+$", "")
+        local text = (require("maqet.lib.files").read(ctx.paths.qemu_log) or ""):sub(-500)
+        text = text:gsub("%s*\n%s*", "; "):gsub("^[;%s]+", ""):gsub("[;%s]+$", "")
         if text ~= "" then how = how .. "; stderr: " .. text end
     end
     local changed = assert(maqet.db:exec([[UPDATE vm_instances

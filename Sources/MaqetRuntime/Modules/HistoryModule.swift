@@ -80,14 +80,20 @@ enum HistoryModule {
     }
 
     /// `maqet.history.rotate(path, max_bytes)` → true when the file was over `max_bytes` and was
-    /// renamed to `path.1`, else false.
+    /// renamed to `path.1`, false when there was nothing to do, or `nil, message, "EIO"` when the
+    /// rename failed. The rotation of every VM log (events log, console log): the caller's cap.
     private static let rotate: LuaFunction = { L in
         Lua.call(L) { lua in
             let function = "maqet.history.rotate"
             let path = try path(lua, function)
             let limit = try lua.checkInteger(2, function, "max_bytes")
             guard limit > 0 else { throw LuaUsageError("\(function): max_bytes must be > 0, got \(limit)") }
-            lua.push(LogFile.rotate(path, maxBytes: limit))
+            switch LogFile.rotate(path, maxBytes: limit) {
+            case .rotated: lua.push(true)
+            case .kept: lua.push(false)
+            case .failed(let error):
+                return lua.fail("\(function): cannot rename \(path) to \(path).1: \(String(cString: strerror(error)))", code: "EIO")
+            }
             return 1
         }
     }

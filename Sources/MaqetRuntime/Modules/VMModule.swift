@@ -1,16 +1,18 @@
 import MaqetCore
 
 /// `maqet.vm`: VMs as a Lua API. The functions are written in Lua (`scripts/lib/vm.lua`, so a
-/// user's edited copy wins); this installs `maqet.vm.list/get/start/stop/pause/resume/reset/qmp/snapshot/console/wait` as small forwarders
+/// user's edited copy wins); this installs `maqet.vm.list/get/start/stop/pause/resume/reset/qmp/snapshot/console/wait/events` as small forwarders
 /// that `require("maqet.lib.vm")` on first use, so a command that never touches a VM never loads
-/// the library (and a broken edited copy only breaks what uses it). `console` and `wait` forward
-/// to `scripts/lib/console.lua` (`open`) and `scripts/lib/wait.lua` (`wait`) the same way.
+/// the library (and a broken edited copy only breaks what uses it). `console`, `wait` and `events`
+/// forward to `scripts/lib/console.lua` (`open`), `scripts/lib/wait.lua` (`wait`) and
+/// `scripts/lib/events.lua` (`follow`) the same way.
 enum VMModule {
     /// The names `maqet.vm` forwards: (name, library, function in that library).
     static let functions: [(name: String, library: String, function: String)] = [
         ("list", "vm", "list"), ("get", "vm", "get"), ("start", "vm", "start"), ("stop", "vm", "stop"),
         ("pause", "vm", "pause"), ("resume", "vm", "resume"), ("reset", "vm", "reset"),
         ("qmp", "vm", "qmp"), ("snapshot", "vm", "snapshot"), ("console", "console", "open"), ("wait", "wait", "wait"),
+        ("events", "events", "follow"),
     ]
 
     static func install(_ lua: Lua) {

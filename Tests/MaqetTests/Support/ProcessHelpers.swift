@@ -57,4 +57,12 @@ extension XCTestCase {
         }
         return found.sorted()
     }
+
+    /// For tearDown: fails the test when any process of `sandbox` is still alive, after killing
+    /// them (SIGKILL), so that a failing test leaves nothing behind either.
+    func assertNothingLeft(of sandbox: Sandbox, file: StaticString = #filePath, line: UInt = #line) {
+        let leftovers = processes(of: sandbox)
+        for pid in leftovers { kill(pid, SIGKILL) }
+        XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })", file: file, line: line)
+    }
 }
