@@ -318,8 +318,8 @@ final class QMPClientTests: XCTestCase {
     }
 
     func testPollAndDrainEventsSentToAnotherMonitor() throws {
-        let watcher = try QMPClient(path: qemu.monitor1, timeoutMs: 5000)
-        let actor = try QMPClient(path: qemu.monitor2, timeoutMs: 5000)
+        let watcher = try QMPClient(path: qemu.monitor1, timeoutMs: 20_000)
+        let actor = try QMPClient(path: qemu.monitor2, timeoutMs: 20_000)
         XCTAssertEqual(try watcher.drainEvents().count, 0)
         _ = try actor.execute("stop")
         _ = try actor.execute("cont")
@@ -335,7 +335,7 @@ final class QMPClientTests: XCTestCase {
     }
 
     func testQuitThenEOF() throws {
-        let client = try QMPClient(path: qemu.monitor1)
+        let client = try QMPClient(path: qemu.monitor1, timeoutMs: 20_000)
         XCTAssertEqual(try client.execute("quit"), .object([]))
         XCTAssertEqual(qemu.process.wait(timeoutMs: 5000), ExitInfo(code: 0, signal: nil))
         let event = try client.nextEvent(timeoutMs: 1000)
@@ -350,7 +350,7 @@ final class QMPClientTests: XCTestCase {
     }
 
     func testCommandFailedCarriesTheClass() throws {
-        let client = try QMPClient(path: qemu.monitor1)
+        let client = try QMPClient(path: qemu.monitor1, timeoutMs: 20_000)
         XCTAssertThrowsError(try client.execute("device_del", arguments: .object([("id", .string("x"))]))) { error in
             guard case let .commandFailed(command, errorClass, description)? = error as? QMPError else { return XCTFail("\(error)") }
             XCTAssertEqual(command, "device_del")
