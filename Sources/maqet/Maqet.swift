@@ -11,7 +11,7 @@ struct Maqet: ParsableCommand {
         // In the order a user meets them in --help; Runner (`maqet __runner`) is hidden.
         subcommands: [
             Add.self, Apply.self, Start.self, Stop.self, Status.self, Ls.self, Qmp.self, ShowCmd.self,
-            Rm.self, Run.self, Scripts.self, Db.self, Runner.self,
+            Snapshot.self, Rm.self, Run.self, Scripts.self, Db.self, Runner.self,
         ]
     )
 }

@@ -56,7 +56,7 @@ final class BackupRestoreTests: XCTestCase {
         let kinds = Set(items.map { $0["kind"] as! String })
         XCTAssertEqual(kinds, ["manual", "automatic"])
         for item in items {
-            XCTAssertEqual(item["schema_version"] as? Int, (item["kind"] as! String) == "manual" ? 6 : 1)
+            XCTAssertEqual(item["schema_version"] as? Int, (item["kind"] as! String) == "manual" ? 7 : 1)
             XCTAssertGreaterThan(item["size"] as! Int, 0)
         }
         let text = sandbox.maqet(["db", "backups"])
@@ -86,7 +86,7 @@ final class BackupRestoreTests: XCTestCase {
         let ls = sandbox.maqet(["ls", "--format", "plain"])
         ls.assertExit(0)
         XCTAssertEqual(ls.stdout.split(separator: "\n").count, 4)
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
         XCTAssertEqual(vmRows(sandbox.databasePath), original)
     }
 
@@ -125,7 +125,7 @@ final class BackupRestoreTests: XCTestCase {
         sandbox.maqet(["ls"]).assertExit(3)
         sandbox.maqet(["db", "restore", backup]).assertExit(0)
         sandbox.maqet(["ls"]).assertExit(0)
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
     }
 
     func testRestoreReplacesADamagedDatabaseKeepingItAside() {

@@ -13,7 +13,7 @@ final class DatabaseRefusalTests: XCTestCase {
         result.assertExit(3)
         XCTAssertEqual(result.stdout, "")
         XCTAssertTrue(result.stderr.hasPrefix("maqet: "), result.stderr)
-        XCTAssertTrue(result.stderr.contains("version 99") && result.stderr.contains("latest 6"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("version 99") && result.stderr.contains("latest 7"), result.stderr)
         XCTAssertTrue(result.stderr.contains("maqet db restore") && result.stderr.contains("--maqet-data-dir"), result.stderr)
         XCTAssertEqual(fileSHA(sandbox.databasePath), sha)
         XCTAssertEqual(sandbox.automaticBackups, backups)
@@ -83,6 +83,6 @@ final class DatabaseRefusalTests: XCTestCase {
         try! FileManager.default.createDirectory(atPath: sandbox.dataDir, withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: sandbox.databasePath, contents: Data())
         sandbox.maqet(["ls"]).assertExit(0)
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
     }
 }

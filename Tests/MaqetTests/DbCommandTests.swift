@@ -55,10 +55,10 @@ final class DbCommandTests: XCTestCase {
         XCTAssertEqual(fileSHA(sandbox.databasePath), sha, "db status does not migrate")
         let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(before.stdout.utf8)) as? [String: Any])
         XCTAssertEqual(report["version"] as? Int, 1)
-        XCTAssertEqual(report["latest_version"] as? Int, 6)
+        XCTAssertEqual(report["latest_version"] as? Int, 7)
         XCTAssertEqual(report["layout"] as? String, "python-maqet")
         let pending = try XCTUnwrap(report["pending"] as? [[String: Any]])
-        XCTAssertEqual(pending.map { $0["version"] as? Int }, [2, 3, 4, 5, 6])
+        XCTAssertEqual(pending.map { $0["version"] as? Int }, [2, 3, 4, 5, 6, 7])
         XCTAssertEqual(pending.first?["description"] as? String, "Add runner_pid column for per-VM runner processes")
         let legacy = try XCTUnwrap(report["history"] as? [[String: Any]])
         XCTAssertEqual(legacy.map { $0["source"] as? String }, ["python-maqet"], "the Python rows are the history before conversion")
@@ -71,7 +71,7 @@ final class DbCommandTests: XCTestCase {
         after.assertExit(0)
         let report2 = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(after.stdout.utf8)) as? [String: Any])
         let history = try XCTUnwrap(report2["history"] as? [[String: Any]])
-        XCTAssertEqual(history.count, 6)
+        XCTAssertEqual(history.count, 7)
         XCTAssertEqual(history.filter { $0["edited"] as? Bool == true }.map { $0["version"] as? Int }, [3])
         XCTAssertTrue(history[0]["checksum"] is NSNull)
         XCTAssertEqual((report2["backups"] as? [Any])?.count, 1)
@@ -80,7 +80,7 @@ final class DbCommandTests: XCTestCase {
         let text = sandbox.maqet(["--migrations-dir", migrations, "db", "status"])
         text.assertExit(0)
         XCTAssertTrue(text.stdout.contains("EDITED"), text.stdout)
-        XCTAssertTrue(text.stdout.contains("Schema version:  6 (latest 6)"), text.stdout)
+        XCTAssertTrue(text.stdout.contains("Schema version:  7 (latest 7)"), text.stdout)
         let check = sandbox.maqet(["--migrations-dir", migrations, "db", "check"])
         check.assertExit(0)
         XCTAssertTrue(check.stdout.contains("0003_add_auth_secret.lua was edited"), check.stdout)
@@ -92,7 +92,7 @@ final class DbCommandTests: XCTestCase {
         let sha = fileSHA(sandbox.databasePath)
         let dry = sandbox.maqet(["db", "migrate", "--dry-run"])
         dry.assertExit(0)
-        for name in ["0002_add_runner_pid.lua", "0003_add_auth_secret.lua", "0004_remove_auth_secret.lua", "0005_add_qmp_socket_path.lua", "0006_add_storage_registry.lua"] {
+        for name in ["0002_add_runner_pid.lua", "0003_add_auth_secret.lua", "0004_remove_auth_secret.lua", "0005_add_qmp_socket_path.lua", "0006_add_storage_registry.lua", "0007_add_vm_snapshots.lua"] {
             XCTAssertTrue(dry.stdout.contains(name), dry.stdout)
         }
         XCTAssertFalse(dry.stdout.contains("0001_initial_schema.lua"), dry.stdout)
@@ -101,7 +101,7 @@ final class DbCommandTests: XCTestCase {
 
         let migrate = sandbox.maqet(["db", "migrate"])
         migrate.assertExit(0)
-        XCTAssertTrue(migrate.stdout.contains("from version 1 to 6"), migrate.stdout)
+        XCTAssertTrue(migrate.stdout.contains("from version 1 to 7"), migrate.stdout)
         XCTAssertEqual(migrate.stderr, "")
         XCTAssertEqual(sandbox.automaticBackups.count, 1)
 

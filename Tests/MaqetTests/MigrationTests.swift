@@ -13,12 +13,12 @@ final class MigrationTests: XCTestCase {
         let result = sandbox.maqet(["ls"])
         result.assertExit(0)
         XCTAssertEqual(vmRows(sandbox.databasePath), before, "VM rows changed by the migration")
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM schema_version").trimmingCharacters(in: .whitespacesAndNewlines), "1")
         // The legacy row is kept as history; our migrations are recorded with their checksums.
         let history = sqlite3(sandbox.databasePath, "SELECT version, name, quote(checksum), source FROM schema_history ORDER BY version")
         let lines = history.split(separator: "\n").map(String.init)
-        XCTAssertEqual(lines.count, 6, history)
+        XCTAssertEqual(lines.count, 7, history)
         XCTAssertEqual(lines.first, "1|Initial schema|NULL|python-maqet")
         let shipped = try! String(contentsOfFile: packageRoot + "/migrations/0002_add_runner_pid.lua", encoding: .utf8)
         XCTAssertTrue(lines[1].hasPrefix("2|0002_add_runner_pid|'\(SHA256.hex(shipped))'|"), lines[1])
@@ -26,7 +26,7 @@ final class MigrationTests: XCTestCase {
         // The one notice line on stderr names both versions and the backup.
         let notice = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
         XCTAssertFalse(notice.contains("\n"), notice)
-        XCTAssertTrue(notice.contains("from version 1 to 6") && notice.contains(sandbox.automaticBackups[0]), notice)
+        XCTAssertTrue(notice.contains("from version 1 to 7") && notice.contains(sandbox.automaticBackups[0]), notice)
         // stdout is the plain listing.
         XCTAssertTrue(result.stdout.hasPrefix("VM Name"), result.stdout)
         // The backup is the database as it was: the Python layout at version 1 with the same rows.
@@ -42,20 +42,24 @@ final class MigrationTests: XCTestCase {
         let before = vmRows(sandbox.databasePath, columns: pythonColumns(version: 4))
         sandbox.maqet(["ls"]).assertExit(0)
         XCTAssertEqual(vmRows(sandbox.databasePath, columns: pythonColumns(version: 4)), before)
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
         XCTAssertTrue(sqlite3(sandbox.databasePath, "PRAGMA table_info(vm_instances)").contains("qmp_socket_path"))
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT group_concat(version || ':' || coalesce(source, ''), ',') FROM schema_history")
             .trimmingCharacters(in: .whitespacesAndNewlines),
-            "1:python-maqet,2:python-maqet,3:python-maqet,4:python-maqet,5:maqet 0.1.0,6:maqet 0.1.0")
+            "1:python-maqet,2:python-maqet,3:python-maqet,4:python-maqet,5:maqet 0.1.0,6:maqet 0.1.0,7:maqet 0.1.0")
         sandbox.maqet(["db", "check"]).assertExit(0)
     }
 
-    func testPythonLayoutAtVersion6IsConvertedWithoutLosingStorageRows() {
+    func testPythonLayoutAtTheLatestVersionIsConvertedWithoutLosingStorageRows() {
+        // The Python maqet's last version is 6: with a migration set whose latest is 6 too, the
+        // database only has its version bookkeeping converted.
         let sandbox = Sandbox()
+        let upTo6 = sandbox.migrationsCopy("up-to-6")
+        try! FileManager.default.removeItem(atPath: upTo6 + "/0007_add_vm_snapshots.lua")
         sandbox.createDatabase(pythonSchema(version: 6))
         let before = vmRows(sandbox.databasePath, columns: pythonColumns(version: 6))
         let storage = sqlite3(sandbox.databasePath, "SELECT * FROM storage_registry")
-        let result = sandbox.maqet(["ls"])
+        let result = sandbox.maqet(["--migrations-dir", upTo6, "ls"])
         result.assertExit(0)
         XCTAssertTrue(result.stderr.contains("Python maqet layout at version 6"), result.stderr)
         XCTAssertEqual(vmRows(sandbox.databasePath, columns: pythonColumns(version: 6)), before)
@@ -63,7 +67,50 @@ final class MigrationTests: XCTestCase {
         XCTAssertEqual(sandbox.schemaVersion(), "6")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM schema_history WHERE source = 'python-maqet'").trimmingCharacters(in: .whitespacesAndNewlines), "6")
         XCTAssertEqual(sandbox.automaticBackups.count, 1)
+        sandbox.maqet(["--migrations-dir", upTo6, "db", "check"]).assertExit(0)
+    }
+
+    func testPythonVersion6MigratesToVersion7WithTheSnapshotsTable() {
+        let sandbox = Sandbox()
+        sandbox.createDatabase(pythonSchema(version: 6))
+        let before = vmRows(sandbox.databasePath, columns: pythonColumns(version: 6))
+        let storage = sqlite3(sandbox.databasePath, "SELECT * FROM storage_registry")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM sqlite_master WHERE name = 'vm_snapshots'"), "0\n")
+        let result = sandbox.maqet(["ls"])
+        result.assertExit(0)
+        XCTAssertTrue(result.stderr.contains("from version 6 to 7"), result.stderr)
+        XCTAssertEqual(vmRows(sandbox.databasePath, columns: pythonColumns(version: 6)), before)
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT * FROM storage_registry"), storage)
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT group_concat(version || ':' || coalesce(source, ''), ',') FROM schema_history")
+            .trimmingCharacters(in: .whitespacesAndNewlines),
+            "1:python-maqet,2:python-maqet,3:python-maqet,4:python-maqet,5:python-maqet,6:python-maqet,7:maqet 0.1.0")
+        let columns = sqlite3(sandbox.databasePath, "SELECT group_concat(name, ',') FROM pragma_table_info('vm_snapshots')")
+        XCTAssertEqual(columns, "id,vm_id,name,live,disks,vm_state_size,created_at\n")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list('vm_snapshots')"),
+                       "vm_instances|vm_id|id|CASCADE\n")
         sandbox.maqet(["db", "check"]).assertExit(0)
+        // Running the migration again on a database that already has the table changes nothing.
+        let sha = fileSHA(sandbox.databasePath)
+        sandbox.maqet(["ls"]).assertExit(0)
+        XCTAssertEqual(fileSHA(sandbox.databasePath), sha)
+    }
+
+    func testMigration0007IsGuardedAgainstAnExistingTable() {
+        // A database at version 6 that already has vm_snapshots (a hand-made table, say) keeps it.
+        let sandbox = Sandbox()
+        sandbox.maqet(["ls"]).assertExit(0)
+        _ = sqlite3(sandbox.databasePath, """
+            DROP TABLE vm_snapshots;
+            CREATE TABLE vm_snapshots (id INTEGER PRIMARY KEY, vm_id TEXT, name TEXT, note TEXT);
+            UPDATE schema_version SET value = 6; DELETE FROM schema_history WHERE version = 7;
+            """)
+        let dumpBefore = sqlite3(sandbox.databasePath, "SELECT sql FROM sqlite_master WHERE name = 'vm_snapshots'")
+        let result = sandbox.maqet(["ls"])
+        result.assertExit(0)
+        XCTAssertTrue(result.stderr.contains("from version 6 to 7"), result.stderr)
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT sql FROM sqlite_master WHERE name = 'vm_snapshots'"), dumpBefore)
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
     }
 
     func testFailingMigrationRollsBackAndNamesFileLineAndRestoreCommand() {
@@ -136,7 +183,7 @@ final class MigrationTests: XCTestCase {
 
             """.write(toFile: migrations + "/0003_add_auth_secret.lua", atomically: true, encoding: .utf8)
         sandbox.maqet(["--migrations-dir", migrations, "ls"]).assertExit(0)
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM sqlite_master WHERE name = 'scratch'").trimmingCharacters(in: .whitespacesAndNewlines), "0")
     }
 
@@ -156,7 +203,7 @@ final class MigrationTests: XCTestCase {
         for result in results { XCTAssertEqual(result!.stdout.split(separator: "\n").count, 4, result!.stdout) }
         XCTAssertEqual(sandbox.automaticBackups.count, 1, sandbox.automaticBackups.joined(separator: ", "))
         XCTAssertEqual(results.filter { $0!.stderr.contains("migrated instances.db") }.count, 1)
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
         XCTAssertEqual(vmRows(sandbox.databasePath), before)
     }
 
@@ -181,9 +228,9 @@ final class MigrationTests: XCTestCase {
         let result = sandbox.maqet(["ls"])
         result.assertExit(0)
         XCTAssertEqual(result.stderr, "")
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "PRAGMA journal_mode").trimmingCharacters(in: .whitespacesAndNewlines), "wal")
-        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM schema_history").trimmingCharacters(in: .whitespacesAndNewlines), "6")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT count(*) FROM schema_history").trimmingCharacters(in: .whitespacesAndNewlines), "7")
         XCTAssertTrue(sandbox.automaticBackups.isEmpty)
     }
 
@@ -197,6 +244,8 @@ final class MigrationTests: XCTestCase {
         let b = try SchemaFingerprint.of(Database(path: migrated.databasePath, mode: .readOnly))
         XCTAssertFalse(a.lines.isEmpty)
         XCTAssertTrue(a.lines.contains("index idx_vm_runner_pid on vm_instances(runner_pid)"), a.text)
+        XCTAssertTrue(a.lines.contains("table vm_snapshots"), a.text)
+        XCTAssertTrue(a.lines.contains("foreign-key vm_snapshots.vm_id -> vm_instances.id on update NO ACTION on delete CASCADE match NONE"), a.text)
         XCTAssertEqual(a, b, "fresh:\n\(a.text)\nmigrated:\n\(b.text)")
         // And the fingerprint notices a difference.
         _ = sqlite3(migrated.databasePath, "DROP INDEX idx_vm_pid")
@@ -247,16 +296,16 @@ final class MigrationTests: XCTestCase {
         let sandbox = Sandbox()
         let migrations = sandbox.migrationsCopy()
         try! "return { description = \"Add a notes table\", up = \"CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); CREATE INDEX idx_notes_body ON notes(body)\" }\n"
-            .write(toFile: migrations + "/0007_add_notes.lua", atomically: true, encoding: .utf8)
+            .write(toFile: migrations + "/0008_add_notes.lua", atomically: true, encoding: .utf8)
         sandbox.extraEnvironment["MAQET_MIGRATIONS_DIR"] = migrations
         sandbox.maqet(["ls"]).assertExit(0)
-        XCTAssertEqual(sandbox.schemaVersion(), "7")
-        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT source FROM schema_history WHERE version = 7").trimmingCharacters(in: .whitespacesAndNewlines), URL(fileURLWithPath: migrations).standardizedFileURL.path)
-        // The built-in set (latest 6) now refuses the newer database.
+        XCTAssertEqual(sandbox.schemaVersion(), "8")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT source FROM schema_history WHERE version = 8").trimmingCharacters(in: .whitespacesAndNewlines), URL(fileURLWithPath: migrations).standardizedFileURL.path)
+        // The built-in set (latest 7) now refuses the newer database.
         sandbox.extraEnvironment["MAQET_MIGRATIONS_DIR"] = nil
         let refused = sandbox.maqet(["ls"])
         refused.assertExit(3)
-        XCTAssertTrue(refused.stderr.contains("version 7") && refused.stderr.contains("latest 6"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("version 8") && refused.stderr.contains("latest 7"), refused.stderr)
     }
 
     func testNotEnoughFreeSpaceRefusesBeforeBackingUp() {
@@ -279,7 +328,7 @@ final class MigrationTests: XCTestCase {
         sandbox.installFixture("python-maqet-v1.db")
         let migrations = sandbox.migrationsCopy()
         try! "return { description = \"Orphan storage row\", up = \"INSERT INTO storage_registry (vm_name, storage_path, storage_type) VALUES ('ghost', '/x.img', 'raw')\" }\n"
-            .write(toFile: migrations + "/0007_orphan.lua", atomically: true, encoding: .utf8)
+            .write(toFile: migrations + "/0008_orphan.lua", atomically: true, encoding: .utf8)
         let dumpBefore = dump(sandbox.databasePath)
         let result = sandbox.maqet(["--migrations-dir", migrations, "ls"])
         result.assertExit(4)
@@ -305,6 +354,6 @@ final class MigrationTests: XCTestCase {
         let quiet = sandbox.maqet(["-q", "ls"])
         quiet.assertExit(0)
         XCTAssertEqual(quiet.stderr, "")
-        XCTAssertEqual(sandbox.schemaVersion(), "6")
+        XCTAssertEqual(sandbox.schemaVersion(), "7")
     }
 }

@@ -450,6 +450,35 @@ function maqet.vm.stop(name, opts) end
 ---@return string? code    "ENOVM", "ENOTRUNNING", a QMP error class, "ETIMEDOUT", ...
 function maqet.vm.qmp(name, command, args) end
 
+---@class maqet.VMSnapshotOptions
+---@field timeout_s? number  how long a running VM's QMP snapshot job may take (default 120)
+
+---One snapshot of `maqet.vm.snapshot(name, "list")` (see docs/snapshots.md).
+---@class maqet.VMSnapshot
+---@field name string
+---@field state "ok"|"partial"|"missing"|"unrecorded"  on every disk and recorded / on some disks / recorded but on no disk / on the disks but not recorded
+---@field recorded boolean      maqet took it (a vm_snapshots row)
+---@field live boolean          the VM's state (RAM, devices) was saved too
+---@field created_at string   UTC "YYYY-MM-DD HH:MM:SS" (maqet.json.null when unknown)
+---@field vm_state_size integer bytes of saved VM state (0: disks only)
+---@field disks {file: string, present: boolean}[]
+
+---Creates, lists, loads or deletes snapshots of a VM (scripts/lib/snapshot.lua): `qemu-img
+---snapshot` on every writable qcow2 disk of a stopped VM (all disks or none), QMP
+---snapshot-save/-load/-delete jobs (VM state plus disks) on a running one. `snap` is required
+---for load and delete; create without it names the snapshot snap-YYYYMMDD-HHMMSS (UTC).
+---Results: create `{name, snapshot, live, disks, vm_state_size}`; list `{name, running, disks,
+---snapshots: maqet.VMSnapshot[], unreadable}`; load `{name, snapshot, live, disks}`; delete
+---`{name, snapshot, live, disks, record}`. A misspelt action raises.
+---@param name string
+---@param action "create"|"list"|"load"|"delete"
+---@param snap? string
+---@param opts? maqet.VMSnapshotOptions
+---@return table|nil result
+---@return string? message
+---@return string? code    "ENOVM", "EINVAL" (bad name), "EEXIST", "ENOSNAP", "EREFUSED" (raw disk, no qcow2 disk, disk-only snapshot on a running VM), "EBUSY", "ETIMEDOUT", "EFAIL"
+function maqet.vm.snapshot(name, action, snap, opts) end
+
 -- ---------------------------------------------------------------------------------------------
 -- maqet.yaml, maqet.fs, maqet.backup_state (VM definitions)
 -- ---------------------------------------------------------------------------------------------

@@ -554,6 +554,14 @@ function vm.qmp(name, command, args, opts)
     return result
 end
 
+-- Snapshots ---------------------------------------------------------------------------------------
+
+--- maqet.vm.snapshot(name, action, snap, opts): create, list, load or delete snapshots of a VM
+--- (scripts/lib/snapshot.lua, loaded on first use).
+function vm.snapshot(...)
+    return require("maqet.lib.snapshot").run(...)
+end
+
 -- Workflows ---------------------------------------------------------------------------------------
 
 vm.status_of_code = { ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused" }
