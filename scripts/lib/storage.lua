@@ -10,22 +10,11 @@
 --   images it created itself, so `rm --delete-storage` never removes an image you brought.
 -- * virtfs shares are never created, recorded or deleted.
 
+local config_rules = require("maqet.lib.config") -- the size grammar (config_rules.size_bytes)
+
 local storage = {}
 
 storage.qemu_img = "qemu-img"
-
-local units = { [""] = 1, B = 1, K = 1024, M = 1024 ^ 2, G = 1024 ^ 3, T = 1024 ^ 4, P = 1024 ^ 5 }
-
---- Bytes in a size like "16M", "1.5G", "4096" (qemu-img's units: powers of 1024); nil if malformed.
----@param size string|number
----@return integer|nil
-function storage.size_bytes(size)
-    if type(size) == "number" then return math.floor(size) end
-    local number, unit = tostring(size):upper():match("^%s*([%d.]+)%s*([BKMGTP]?)I?B?%s*$")
-    number = tonumber(number)
-    if not number or not units[unit] then return nil end
-    return math.floor(number * units[unit])
-end
 
 local function exists(path)
     local f = io.open(path, "rb")
@@ -78,7 +67,7 @@ function storage.prepare(vm, config)
                                  ON CONFLICT(vm_name, storage_path) DO UPDATE SET
                                    storage_type = excluded.storage_type, size_bytes = excluded.size_bytes,
                                    last_verified = CURRENT_TIMESTAMP]],
-                    vm.name, disk.file, kind, storage.size_bytes(disk.size)))
+                    vm.name, disk.file, kind, (config_rules.size_bytes(disk.size))))
             end)
             maqet.log.info(("created %s disk %s (%s)"):format(kind, disk.file, tostring(disk.size)))
             created[#created + 1] = disk.file
