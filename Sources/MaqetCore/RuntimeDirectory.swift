@@ -5,13 +5,9 @@ import Glibc
 
 /// Where running VMs keep their sockets and runtime files: `$XDG_RUNTIME_DIR/maqet`, else
 /// `/tmp/maqet-<uid>`; mode 0700, owned by the user. Each VM gets a short subdirectory named after
-/// the first 12 characters of its id (socket paths must fit in 107 bytes):
-///
-///     <runtime>/<id[0..<12]>/runner.qmp   the runner's own QMP monitor
-///                            qmp.sock     the monitor for the CLI, scripts and other tools
-///                            qemu.log     QEMU's stderr
-///                            runner.log   the runner's stderr
-///                            runner.json  the runner's spec (0600)
+/// the first 12 characters of its id (socket paths must fit in 107 bytes). Which files a VM's
+/// directory holds (its monitors, console socket, logs, spec) is named in one place, `qemu.paths`
+/// in scripts/lib/qemu.lua; see docs/architecture.md.
 public enum RuntimeDirectory {
     /// The longest Unix socket path (`sockaddr_un.sun_path` minus its NUL): 107 on Linux.
     public static let maximumSocketPathLength = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
@@ -85,10 +81,13 @@ public enum RuntimeDirectory {
         }
     }
 
-    /// Removes the files the runner leaves in `directory` and the directory itself (if then empty).
+    /// Removes a VM's runtime directory: every file in it (sockets, logs, the spec, locks; the
+    /// directory belongs to that one VM, and which files it holds is named by the Lua workflows'
+    /// `qemu.paths`, not here), `extraFiles` named by the spec outside it, and the directory itself.
+    /// Subdirectories are left, and so then is the directory.
     public static func removeVMDirectory(_ directory: String, extraFiles: [String] = []) {
-        for name in ["runner.qmp", "qmp.sock", "qemu.log", "runner.log", "runner.json", "console.sock", "console.lock"] {
-            _ = unlink((directory as NSString).appendingPathComponent(name))
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: directory) {
+            for name in names { _ = unlink((directory as NSString).appendingPathComponent(name)) }
         }
         for file in extraFiles { _ = unlink(file) }
         _ = rmdir(directory)
