@@ -294,6 +294,31 @@ final class SnapshotTests: XCTestCase {
         sandbox.maqet(["stop", "blocked", "--force"]).assertExit(0)
     }
 
+    /// QEMU runs snapshot-save in its main loop before it writes the command's reply, so the reply
+    /// wait is bounded by --timeout (not by a fixed QMP reply timeout that a slow disk outlasts,
+    /// which used to report a saved snapshot as failed and drop its record). A save of 64 MiB
+    /// of RAM cannot be done within 1 ms: the create times out, and the record stays so `list`
+    /// shows what QEMU did.
+    func testALiveCreateThatOutlastsTimeoutIsATimeoutAndKeepsItsRecord() {
+        let sandbox = makeSandbox()
+        let disk = sandbox.root.file("sys.qcow2")
+        addVM(sandbox, "slow", disks: qcow2Item(sandbox, "sys"))
+        sandbox.maqet(["start", "slow"]).assertExit(0)
+        let late = sandbox.maqet(["snapshot", "create", "slow", "late", "--timeout", "0.001"])
+        late.assertExit(124)
+        assertContains(late.stderr, "snapshot-save did not finish within 0.001 s")
+        assertContains(late.stderr, "maqet snapshot delete slow late")
+        XCTAssertEqual(late.stderr.split(separator: "\n").count, 1, late.stderr)
+        XCTAssertEqual(records(sandbox, "slow"), "late:1\n")
+        // QEMU goes on and saves it; list reads the disk and says so.
+        XCTAssertTrue(eventually(120) { self.list(sandbox, "slow").first?["state"] as? String == "ok" },
+                      "\(list(sandbox, "slow"))")
+        sandbox.maqet(["snapshot", "delete", "slow", "late"]).assertExit(0)
+        XCTAssertEqual(tags(disk), [])
+        XCTAssertEqual(records(sandbox, "slow"), "")
+        sandbox.maqet(["stop", "slow", "--force"]).assertExit(0)
+    }
+
     // MARK: - Refusals and the truth
 
     func testRawDiskAndVMWithoutQcow2AreRefused() {
