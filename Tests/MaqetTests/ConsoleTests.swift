@@ -246,6 +246,9 @@ final class ConsoleTests: XCTestCase {
                 let refused = sandbox.maqet(command)
                 refused.assertExit(1)
                 assertContains(refused.stderr, "has its own serial line")
+                // One line that also says what to do.
+                assertContains(refused.stderr, "or take it out of the config with 'maqet apply \(name)'")
+                XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
             }
         }
         assertContains(sandbox.maqet(["show-cmd", "key"]).stdout, "-serial file:/dev/null")
