@@ -313,6 +313,10 @@ final class SnapshotTests: XCTestCase {
         // QEMU goes on and saves it; list reads the disk and says so.
         XCTAssertTrue(eventually(120) { self.list(sandbox, "slow").first?["state"] as? String == "ok" },
                       "\(list(sandbox, "slow"))")
+        // A load that outlasts --timeout is a timeout too, not "QEMU could not load it".
+        let load = sandbox.maqet(["snapshot", "load", "slow", "late", "--timeout", "0.001"])
+        load.assertExit(124)
+        XCTAssertEqual(load.stderr, "maqet: VM 'slow': snapshot 'late': snapshot-load did not finish within 0.001 s; QEMU may still complete it (see 'maqet snapshot list slow')\n")
         sandbox.maqet(["snapshot", "delete", "slow", "late"]).assertExit(0)
         XCTAssertEqual(tags(disk), [])
         XCTAssertEqual(records(sandbox, "slow"), "")

@@ -568,7 +568,8 @@ function snapshot.load(name, snap, opts)
         }, tonumber(opts.timeout_s) or snapshot.default_timeout_s)
         close(ctx)
         if not done then
-            return nil, ("VM '%s': QEMU could not load snapshot '%s': %s"):format(name, snap, jerr), jcode
+            return nil, (jcode == "ETIMEDOUT" and "VM '%s': snapshot '%s': %s" or "VM '%s': QEMU could not load snapshot '%s': %s"):format(
+                    name, snap, jerr), jcode
         end
     else
         -- All disks or none: a safety snapshot of every disk first, so a failure part-way can put
@@ -638,7 +639,8 @@ function snapshot.delete(name, snap, opts)
             }, tonumber(opts.timeout_s) or snapshot.default_timeout_s)
             close(ctx)
             if not done then
-                return nil, ("VM '%s': QEMU could not delete snapshot '%s': %s"):format(name, snap, jerr), jcode
+                return nil, (jcode == "ETIMEDOUT" and "VM '%s': snapshot '%s': %s" or "VM '%s': QEMU could not delete snapshot '%s': %s"):format(
+                    name, snap, jerr), jcode
             end
         else
             -- A deletion cannot be undone: first make sure qemu-img can open every disk.
