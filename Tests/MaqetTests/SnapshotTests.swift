@@ -325,6 +325,25 @@ final class SnapshotTests: XCTestCase {
 
     // MARK: - Refusals and the truth
 
+    /// A VM in transition is refused like pause/resume in the wrong state: exit 3, nothing changed.
+    func testAVMThatIsStoppingIsRefusedWithExit3() {
+        let sandbox = makeSandbox()
+        let disk = sandbox.root.file("sys.qcow2")
+        addVM(sandbox, "busy", disks: qcow2Item(sandbox, "sys"))
+        sandbox.maqet(["start", "busy"]).assertExit(0)
+        // What a stop in progress looks like to another maqet: QEMU alive, the row `stopping`.
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'stopping' WHERE name = 'busy'")
+        for arguments in [["snapshot", "create", "busy", "s1"], ["snapshot", "list", "busy"]] {
+            let refused = sandbox.maqet(arguments)
+            XCTAssertEqual(refused.code, 3, "\(arguments): \(refused.stderr)")
+            XCTAssertEqual(refused.stderr, "maqet: VM 'busy' is stopping; try again when it is done\n")
+        }
+        XCTAssertEqual(tags(disk), [])
+        XCTAssertEqual(records(sandbox, "busy"), "")
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'paused' WHERE name = 'busy'")
+        sandbox.maqet(["stop", "busy", "--force"]).assertExit(0)
+    }
+
     func testRawDiskAndVMWithoutQcow2AreRefused() {
         let sandbox = makeSandbox()
         let disk = sandbox.root.file("ok.qcow2"), raw = sandbox.root.file("plain.img")

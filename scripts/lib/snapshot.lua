@@ -37,6 +37,8 @@ snapshot.qemu_img_timeout_ms = 300000
 --- Exit statuses for the codes above (the rest as lib/vm.lua maps them).
 snapshot.status_of_code = {
     EINVAL = "usage", ENOSNAP = "not_found", EREFUSED = "refused", EEXIST = "failure",
+    -- starting or stopping: refused, nothing changed, like pause/resume in the wrong state
+    EBUSY = "refused",
 }
 
 --- The exit status a workflow reports for a failure code.
