@@ -19,7 +19,9 @@ public enum SerialConsole {
         public var description: String {
             switch self {
             case .busy(let pid):
-                return "the console is already attached" + (pid.map { " (pid \($0))" } ?? "")
+                // A holder that has the lock but wrote no pid yet is reported as 0: not a pid to show.
+                guard let pid, pid > 0 else { return "the console is already attached (by a maqet that is just attaching)" }
+                return "the console is already attached (pid \(pid))"
             case .system(let error): return error.message
             case .timeout(let what): return what
             }

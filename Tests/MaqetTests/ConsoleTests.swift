@@ -97,8 +97,16 @@ final class ConsoleTests: XCTestCase {
         sandbox.maqet(["wait", "g", "--for", "running", "--timeout", "30"]).assertExit(0)
         sandbox.maqet(["wait", "g", "--for", "stopped", "--timeout", "0.3"]).assertExit(124)
 
-        // One attach at a time.
+        // One attach at a time. The second is tried once the first holds the attach lock (tried
+        // earlier, under load, the second could take the lock first and the first was refused).
         let (first, input, output) = try attachThroughPipe(sandbox, "g")
+        XCTAssertTrue(eventually(30) {
+            sandbox.runScript("print(maqet.vm.console('g'):attached())", name: "holder.lua").stdout
+                == "\(first.processIdentifier)\n" || !first.isRunning
+        }, "the first attach never took the lock")
+        guard first.isRunning else {
+            return XCTFail("the first attach ended: " + String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
         XCTAssertTrue(eventually(30) {
             let second = sandbox.maqet(["console", "g"])
             return second.code == 1 && second.stderr.contains("already attached (pid \(first.processIdentifier))")
@@ -134,7 +142,10 @@ final class ConsoleTests: XCTestCase {
         tty.standardOutput = screen
         tty.standardError = screen
         try tty.run()
-        XCTAssertTrue(eventually(30) { sandbox.maqet(["console", "g"]).stderr.contains("already attached") }, "the terminal attach never took the lock")
+        // Asked without taking the lock (a probing second attach could take it first, under load).
+        XCTAssertTrue(eventually(30) {
+            sandbox.runScript("print(maqet.vm.console('g'):attached())", name: "holder.lua").stdout != "nil\n"
+        }, "the terminal attach never took the lock")
         keys.fileHandleForWriting.write(Data("echo tty-$((5*5))\r".utf8))
         sandbox.maqet(["wait", "g", "--console", "tty-25", "--timeout", "60"]).assertExit(0)
         keys.fileHandleForWriting.write(Data([0x1d]))
@@ -244,6 +255,9 @@ final class ConsoleTests: XCTestCase {
                 let refused = sandbox.maqet(command)
                 refused.assertExit(1)
                 assertContains(refused.stderr, "has its own serial line")
+                // One line that also says what to do.
+                assertContains(refused.stderr, "or take it out of the config with 'maqet apply \(name)'")
+                XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, refused.stderr)
             }
         }
         assertContains(sandbox.maqet(["show-cmd", "key"]).stdout, "-serial file:/dev/null")

@@ -75,6 +75,15 @@ final class GuestPanicTests: XCTestCase {
         assertContains(qmp.stdout, #""status":"guest-panicked""#)
         XCTAssertTrue(eventsLog("debugme").contains { $0["event"] as? String == "state" && $0["status"] as? String == "paused" && $0["reason"] as? String == "guest-panic" })
 
+        // QEMU itself would `cont` the panicked guest (its kernel goes on panicking while the row
+        // said running): maqet refuses, and nothing changes.
+        let resume = sandbox.maqet(["resume", "debugme"])
+        resume.assertExit(3)
+        assertContains(resume.stderr, "cannot resume VM 'debugme': its guest panicked")
+        XCTAssertEqual(resume.stderr.split(separator: "\n").count, 1, resume.stderr)
+        XCTAssertEqual(column("debugme", "status"), "paused")
+        assertContains(sandbox.maqet(["qmp", "debugme", "query-status", "--compact"]).stdout, #""status":"guest-panicked""#)
+
         let stop = sandbox.maqet(["stop", "debugme"])
         stop.assertExit(0)
         XCTAssertEqual(stop.stdout, "debugme: stopped (stopped by: quit)\n")

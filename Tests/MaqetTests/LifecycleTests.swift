@@ -487,6 +487,39 @@ final class LifecycleTests: XCTestCase {
         }
     }
 
+    /// The VM's logs are named after it (<data dir>/logs/NAME.*): rm deletes them, so a VM added
+    /// later under the same name does not show the removed one's history, events or console
+    /// output (`wait --console` used to find a removed VM's text on a new VM never started).
+    func testRmDeletesTheLogsSoANewVMOfTheNameStartsClean() throws {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "again", Self.q35)
+        start(sandbox, "again")
+        sandbox.maqet(["stop", "again", "--force"]).assertExit(0)
+        let logs = (sandbox.dataDir as NSString).appendingPathComponent("logs")
+        let console = (logs as NSString).appendingPathComponent("again.console.log")
+        // What the removed VM's guest printed (a guestless QEMU prints nothing itself).
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: console), "the start made no console log")
+        handle.seekToEndOfFile()
+        handle.write(Data("OLD-VM-LOGIN: ".utf8))
+        handle.closeFile()
+        let rotated = sandbox.write("data/logs/again.log.1", "an old rotated history\n")
+        XCTAssertTrue(rotated.hasPrefix(logs), "\(rotated) is not in \(logs)")
+        sandbox.maqet(["wait", "again", "--console", "OLD-VM-LOGIN"]).assertExit(0)
+        let before = try FileManager.default.contentsOfDirectory(atPath: logs).filter { $0.hasPrefix("again.") }
+        XCTAssertTrue(before.contains("again.log") && before.contains("again.events.jsonl"), "\(before)")
+
+        sandbox.maqet(["rm", "again"]).assertExit(0)
+        let after = try FileManager.default.contentsOfDirectory(atPath: logs).filter { $0.hasPrefix("again.") }
+        XCTAssertEqual(after, [])
+
+        insertVM(sandbox, "again", Self.q35)
+        let fresh = sandbox.maqet(["wait", "again", "--console", "OLD-VM-LOGIN"])
+        fresh.assertExit(1)
+        assertContains(fresh.stderr, "it printed nothing")
+        let last = status(sandbox, "again")["last_log"]
+        XCTAssertTrue(last is NSNull, "the new VM's last log line: \(String(describing: last))")
+    }
+
     func testQemuImgFailureIsReported() {
         let sandbox = makeSandbox()
         insertVM(sandbox, "badsize", #"{"display": "none", "storage": [{"name": "d", "type": "qcow2", "size": "lots", "file": "/tmp/maqet-never-\#(getpid()).qcow2"}]}"#)

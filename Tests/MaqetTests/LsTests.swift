@@ -43,9 +43,20 @@ final class LsTests: XCTestCase {
         stopped.assertExit(0)
         XCTAssertEqual(stopped.stdout.split(separator: "\n").count, 4, stopped.stdout)
         XCTAssertTrue(stopped.stdout.contains("alpha") && !stopped.stdout.contains("charlie"))
-        let none = sandbox.maqet(["ls", "--status", "suspended"])
+        let none = sandbox.maqet(["ls", "--status", "paused"])
         none.assertExit(0)
-        XCTAssertTrue(none.stdout.contains("No VMs with status 'suspended'"), none.stdout)
+        XCTAssertTrue(none.stdout.contains("No VMs with status 'paused'"), none.stdout)
+    }
+
+    /// A status that scripts/lib/status.lua does not define is a usage error naming the ones it
+    /// does (a typo used to list nothing, exit 0, as if no VM had it), and nothing is opened.
+    func testAnUnknownStatusFilterIsAUsageError() {
+        let sandbox = Sandbox()
+        let typo = sandbox.maqet(["ls", "--status", "runing"])
+        typo.assertExit(64)
+        XCTAssertEqual(typo.stderr, "maqet: --status 'runing' is not a VM status; use one of created, starting, running, paused, stopping, stopped, crashed\n")
+        XCTAssertEqual(typo.stdout, "")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: sandbox.databasePath), "ls created the state database")
     }
 
     func testJSONFormatHasEveryColumnAndParsedConfig() throws {

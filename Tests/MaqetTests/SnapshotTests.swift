@@ -292,7 +292,61 @@ final class SnapshotTests: XCTestCase {
         sandbox.maqet(["stop", "blocked", "--force"]).assertExit(0)
     }
 
+    /// QEMU runs snapshot-save in its main loop before it writes the command's reply, so the reply
+    /// wait is bounded by --timeout (not by a fixed QMP reply timeout that a slow disk outlasts,
+    /// which used to report a saved snapshot as failed and drop its record). A save of 64 MiB
+    /// of RAM cannot be done within 1 ms: the create times out, and the record stays so `list`
+    /// shows what QEMU did: `ok` when it went on and saved it, `missing` when it dropped the
+    /// command (QEMU drops what it has not started when the client hangs up).
+    func testALiveCreateThatOutlastsTimeoutIsATimeoutAndKeepsItsRecord() {
+        let sandbox = makeSandbox()
+        let disk = sandbox.root.file("sys.qcow2")
+        addVM(sandbox, "slow", disks: qcow2Item(sandbox, "sys"))
+        sandbox.maqet(["start", "slow"]).assertExit(0)
+        let late = sandbox.maqet(["snapshot", "create", "slow", "late", "--timeout", "0.001"])
+        late.assertExit(124)
+        assertContains(late.stderr, "snapshot-save did not finish within 0.001 s")
+        assertContains(late.stderr, "maqet snapshot delete slow late")
+        XCTAssertEqual(late.stderr.split(separator: "\n").count, 1, late.stderr)
+        XCTAssertEqual(records(sandbox, "slow"), "late:1\n")
+        var state: String?
+        XCTAssertTrue(eventually(120) {
+            state = self.list(sandbox, "slow").first?["state"] as? String
+            return state == "ok" || state == "missing"
+        }, "list says \(String(describing: state))")
+        sandbox.maqet(["snapshot", "delete", "slow", "late"]).assertExit(0)
+        XCTAssertEqual(tags(disk), [])
+        XCTAssertEqual(records(sandbox, "slow"), "")
+
+        // A load that outlasts --timeout is a timeout too, not "QEMU could not load it".
+        sandbox.maqet(["snapshot", "create", "slow", "base"]).assertExit(0)
+        let load = sandbox.maqet(["snapshot", "load", "slow", "base", "--timeout", "0.001"])
+        load.assertExit(124)
+        XCTAssertEqual(load.stderr, "maqet: VM 'slow': snapshot 'base': snapshot-load did not finish within 0.001 s; QEMU may still complete it (see 'maqet snapshot list slow')\n")
+        XCTAssertTrue(eventually(120) { self.list(sandbox, "slow").first?["state"] as? String == "ok" })
+        sandbox.maqet(["stop", "slow", "--force"]).assertExit(0)
+    }
+
     // MARK: - Refusals and the truth
+
+    /// A VM in transition is refused like pause/resume in the wrong state: exit 3, nothing changed.
+    func testAVMThatIsStoppingIsRefusedWithExit3() {
+        let sandbox = makeSandbox()
+        let disk = sandbox.root.file("sys.qcow2")
+        addVM(sandbox, "busy", disks: qcow2Item(sandbox, "sys"))
+        sandbox.maqet(["start", "busy"]).assertExit(0)
+        // What a stop in progress looks like to another maqet: QEMU alive, the row `stopping`.
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'stopping' WHERE name = 'busy'")
+        for arguments in [["snapshot", "create", "busy", "s1"], ["snapshot", "list", "busy"]] {
+            let refused = sandbox.maqet(arguments)
+            XCTAssertEqual(refused.code, 3, "\(arguments): \(refused.stderr)")
+            XCTAssertEqual(refused.stderr, "maqet: VM 'busy' is stopping; try again when it is done\n")
+        }
+        XCTAssertEqual(tags(disk), [])
+        XCTAssertEqual(records(sandbox, "busy"), "")
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'paused' WHERE name = 'busy'")
+        sandbox.maqet(["stop", "busy", "--force"]).assertExit(0)
+    }
 
     func testRawDiskAndVMWithoutQcow2AreRefused() {
         let sandbox = makeSandbox()

@@ -607,7 +607,7 @@ function maqet.vm.pause(name) end
 ---@param name string
 ---@return maqet.VMControlResult|nil result
 ---@return string? message
----@return string? code    "ENOVM", "ENOTRUNNING", "ENOTPAUSED", a QMP error class
+---@return string? code    "ENOVM", "ENOTRUNNING", "ENOTPAUSED", "EPANICKED", a QMP error class
 function maqet.vm.resume(name) end
 
 ---Hard reset (QMP system_reset) of a running or paused VM; the status is unchanged.

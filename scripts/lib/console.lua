@@ -162,7 +162,8 @@ function console.open(name)
     if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
     local own = qemu.own_serial(qemu.config(row))
     if own then
-        return nil, ("VM '%s' has its own serial line (%s); maqet's console is not connected to it"):format(name, own), "ENOCONSOLE"
+        return nil, ("VM '%s' has its own serial line (%s); maqet's console is not connected to it (read the guest where that line goes, or take it out of the config with 'maqet apply %s' to use maqet's console)"):format(
+            name, own, name), "ENOCONSOLE"
     end
     return setmetatable({ name = name, id = row.id, row = row, paths = qemu.paths(row) }, Console)
 end

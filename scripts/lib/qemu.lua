@@ -95,6 +95,23 @@ function qemu.paths(vm)
     return paths
 end
 
+--- The VM's files in the data directory (its history, events and console logs, their rotated
+--- copies `<log>.1` made by maqet.history.rotate, and the console offset): what `maqet rm`
+--- deletes, so a new VM given the same name does not inherit them. Empty without a data dir.
+---@param vm table a vm_instances row
+---@return string[]
+function qemu.data_files(vm)
+    local paths, out = qemu.paths(vm), {}
+    for _, key in ipairs({ "history_log", "events_log", "console_log" }) do
+        if paths[key] then
+            out[#out + 1] = paths[key]
+            out[#out + 1] = paths[key] .. ".1"
+        end
+    end
+    if paths.console_offset then out[#out + 1] = paths.console_offset end
+    return out
+end
+
 --- The decoded config of a VM row (config_data JSON), an empty table when there is none.
 ---@param vm table
 ---@return table

@@ -37,6 +37,8 @@ snapshot.qemu_img_timeout_ms = 300000
 --- Exit statuses for the codes above (the rest as lib/vm.lua maps them).
 snapshot.status_of_code = {
     EINVAL = "usage", ENOSNAP = "not_found", EREFUSED = "refused", EEXIST = "failure",
+    -- starting or stopping: refused, nothing changed, like pause/resume in the wrong state
+    EBUSY = "refused",
 }
 
 --- The exit status a workflow reports for a failure code.
@@ -298,9 +300,17 @@ local function run_job(ctx, command, args, timeout_s)
     job_counter = job_counter + 1
     local id = ("maqet-%s-%d-%d"):format(command, vm.self_pid() or 0, job_counter)
     args["job-id"] = id
-    local ok, desc = ctx.conn:execute(command, args, { timeout_ms = 10000 })
-    if not ok then return nil, ("%s: %s"):format(command, tostring(desc)), "EFAIL" end
     local deadline = maqet.now() + timeout_s
+    -- QEMU runs a snapshot job in its main loop before it writes the command's reply, so the
+    -- reply itself can take as long as the whole save or load: it gets the job's timeout.
+    local ok, desc, code = ctx.conn:execute(command, args, { timeout_ms = math.max(1, math.floor(timeout_s * 1000)) })
+    if not ok then
+        if code == "ETIMEDOUT" then
+            return nil, ("%s did not finish within %g s; QEMU may still complete it (see 'maqet snapshot list %s')"):format(
+                command, timeout_s, ctx.name), "ETIMEDOUT"
+        end
+        return nil, ("%s: %s"):format(command, tostring(desc)), "EFAIL"
+    end
     local done = false
     while not done do
         local left = math.floor((deadline - maqet.now()) * 1000)
@@ -485,6 +495,12 @@ function snapshot.create(name, snap, opts)
         end
         close(ctx)
         if not done then
+            -- A job that timed out may still finish: its record stays, so 'list' shows the truth
+            -- (ok once QEMU has saved it, missing if it never does) and 'delete' can remove it.
+            if jcode == "ETIMEDOUT" then
+                return nil, ("VM '%s': snapshot '%s': %s; its record is kept (remove it with 'maqet snapshot delete %s %s')"):format(
+                    name, snap, jerr, name, snap), jcode
+            end
             forget(ctx.row, snap)
             return nil, ("VM '%s': QEMU could not save snapshot '%s': %s"):format(name, snap, jerr), jcode
         end
@@ -554,7 +570,8 @@ function snapshot.load(name, snap, opts)
         }, tonumber(opts.timeout_s) or snapshot.default_timeout_s)
         close(ctx)
         if not done then
-            return nil, ("VM '%s': QEMU could not load snapshot '%s': %s"):format(name, snap, jerr), jcode
+            return nil, (jcode == "ETIMEDOUT" and "VM '%s': snapshot '%s': %s" or "VM '%s': QEMU could not load snapshot '%s': %s"):format(
+                    name, snap, jerr), jcode
         end
     else
         -- All disks or none: a safety snapshot of every disk first, so a failure part-way can put
@@ -624,7 +641,8 @@ function snapshot.delete(name, snap, opts)
             }, tonumber(opts.timeout_s) or snapshot.default_timeout_s)
             close(ctx)
             if not done then
-                return nil, ("VM '%s': QEMU could not delete snapshot '%s': %s"):format(name, snap, jerr), jcode
+                return nil, (jcode == "ETIMEDOUT" and "VM '%s': snapshot '%s': %s" or "VM '%s': QEMU could not delete snapshot '%s': %s"):format(
+                    name, snap, jerr), jcode
             end
         else
             -- A deletion cannot be undone: first make sure qemu-img can open every disk.

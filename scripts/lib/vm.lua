@@ -4,7 +4,7 @@
 --
 -- Failures return nil, message, code (codes: ENOVM no such VM, EBUSY already running,
 -- EQEMU QEMU refused to start, ETIMEDOUT, ESTOP QEMU would not exit, ENOTRUNNING / ENOTPAUSED /
--- EPAUSED the VM is in the wrong state for pause/resume/reset, or the QMP error class).
+-- EPAUSED / EPANICKED the VM is in the wrong state for pause/resume/reset, or the QMP error class).
 -- Statuses and their transitions are defined in lib/status.lua.
 --
 -- Truthful state (vm.reconcile): a row in an active status (lib/status.lua) is checked against the real
@@ -641,6 +641,14 @@ function vm.resume(name)
     if row.status ~= "paused" then
         return nil, ("cannot resume VM '%s': it is not paused (status %s)"):format(name, row.status), "ENOTPAUSED"
     end
+    -- QEMU accepts `cont` on a guest it paused after a kernel panic (on_panic: pause), and the
+    -- panicked kernel then goes on with its panic (hangs or reboots) while the row would say
+    -- running: refused, so the status stays true.
+    local qs = vm.qmp(name, "query-status", nil, { timeout_ms = vm.qmp_timeout_ms })
+    if type(qs) == "table" and qs.status == "guest-panicked" then
+        return nil, ("cannot resume VM '%s': its guest panicked and QEMU holds it for debugging (on_panic: pause); reset it with 'maqet reset %s' or end it with 'maqet stop %s'"):format(
+            name, name, name), "EPANICKED"
+    end
     return control(row, "cont", "running", "resume")
 end
 
@@ -660,7 +668,7 @@ end
 vm.status_of_code = {
     ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused",
     -- the VM is in the wrong state for the operation: refused, nothing changed
-    ENOTRUNNING = "refused", ENOTPAUSED = "refused", EPAUSED = "refused",
+    ENOTRUNNING = "refused", ENOTPAUSED = "refused", EPAUSED = "refused", EPANICKED = "refused",
 }
 
 --- For workflows: returns `value` when it is not nil, else raises maqet.error(message) with the

@@ -4,9 +4,12 @@
 -- 3. With --force, kills the running VMs and waits until they have exited.
 -- 4. Takes an automatic verified backup of the state (maqet db restore undoes the removal).
 -- 5. Deletes the rows (and their storage_registry entries) in one transaction.
--- 6. --delete-storage then deletes the disk images maqet created for them (storage_registry)
+-- 6. Deletes their logs in the data directory (history, events, console: qemu.data_files), so a
+--    VM added later under the same name starts with none of the removed VM's output.
+-- 7. --delete-storage then deletes the disk images maqet created for them (storage_registry)
 --    and lists them; images you brought yourself are never recorded, so never deleted.
 local vm = require("maqet.lib.vm")
+local qemu = require("maqet.lib.qemu")
 local storage = require("maqet.lib.storage")
 
 local function confirm(question, args)
@@ -78,6 +81,12 @@ return {
         end)
 
         local deleted, failed = maqet.json.array(), {}
+        for _, row in ipairs(rows) do
+            for _, path in ipairs(qemu.data_files(row)) do
+                local ok, err, errno = os.remove(path)
+                if not ok and errno ~= 2 then failed[#failed + 1] = tostring(err) end
+            end
+        end
         if args.delete_storage then
             for _, row in ipairs(rows) do
                 local ok, bad = storage.delete(row.name, files[row.name])

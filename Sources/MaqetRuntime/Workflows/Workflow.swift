@@ -116,19 +116,28 @@ extension Runtime {
 
 /// The VM statuses are defined in Lua (scripts/lib/status.lua); Swift code that needs them asks.
 extension Runtime {
+    /// Every VM status (`status.ALL`), e.g. to check `maqet ls --status`.
+    public func allStatuses() throws -> [String] {
+        try statusList("ALL", "return require('maqet.lib.status').ALL")
+    }
+
     /// The statuses in which a QEMU may exist (`status.active_list()`), e.g. for `maqet ls`'s
     /// decision to reconcile. A broken edited status.lua is a `MaqetError` naming it.
     public func activeStatuses() throws -> [String] {
+        try statusList("active_list()", "return require('maqet.lib.status').active_list()")
+    }
+
+    private func statusList(_ what: String, _ chunk: String) throws -> [String] {
         let lua = self.lua
         let base = lua.top
         defer { lua.top = base }
         do {
-            try lua.load("return require('maqet.lib.status').active_list()", chunkName: "=maqet.lib.status")
+            try lua.load(chunk, chunkName: "=maqet.lib.status")
             try call(nargs: 0, nresults: 1)
             guard lua.type(at: -1) == LUA_TTABLE else {
-                throw MaqetError("scripts/lib/status.lua: active_list() must return a list of statuses")
+                throw MaqetError("scripts/lib/status.lua: \(what) must be a list of statuses")
             }
-            return try lua.stringArray(-1, "status.active_list", "its result")
+            return try lua.stringArray(-1, "status.\(what)", "its value")
         } catch let error as LuaScriptError {
             throw MaqetError(Self.withoutTraceback(error.message))
         } catch let error as LuaUsageError {

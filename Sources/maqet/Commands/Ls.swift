@@ -28,7 +28,7 @@ extension Maqet {
 
         @OptionGroup var global: GlobalOptions
 
-        @Option(help: ArgumentHelp("Only VMs with this status (created, running, stopped, ...).", valueName: "status"))
+        @Option(help: ArgumentHelp("Only VMs with this status (created, starting, running, paused, stopping, stopped, crashed: the ones scripts/lib/status.lua defines; another word exits 64).", valueName: "status"))
         var status: String?
 
         @Option(help: "Output format: table, plain or json.")
@@ -36,6 +36,7 @@ extension Maqet {
 
         func run() throws {
             do {
+                try checkStatusFilter()
                 let store = try StateStore.open(global.stateConfiguration, verbosity: global.verbosity, notice: global.notice)
                 try reconcileIfRunning(store)
                 var out = OutputBuffer(capacity: 1 << 16)
@@ -46,6 +47,18 @@ extension Maqet {
                 out.flush()
             } catch {
                 throw maqet.exitCode(for: error)
+            }
+        }
+
+        /// `--status` must name a status scripts/lib/status.lua defines: a typo would otherwise list
+        /// nothing and look like an answer.
+        private func checkStatusFilter() throws {
+            guard let status else { return }
+            let runtime = global.makeRuntime()
+            let known = try withExtendedLifetime(runtime) { try runtime.allStatuses() }
+            guard known.contains(status) else {
+                throw MaqetError("--status '\(status)' is not a VM status; use one of \(known.joined(separator: ", "))",
+                                 status: .usage)
             }
         }
 

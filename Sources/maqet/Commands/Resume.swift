@@ -10,9 +10,10 @@ extension Maqet {
             abstract: "Resume a paused VM.",
             discussion: """
                 Sends QMP cont to the VM's QEMU and returns once the VM is recorded running (the runner records \
-                QEMU's RESUME event). A guest that QEMU paused after a kernel panic (on_panic: pause) cannot \
-                be resumed; reset it or stop it. The steps are scripts/lifecycle/resume.lua. Exit status: \
-                0 running; 1 QEMU refused; 3 refused, nothing changed (the VM is not paused); 5 no such VM.
+                QEMU's RESUME event). A guest that QEMU paused after a kernel panic (on_panic: pause) is not \
+                resumed (QEMU would let the panicked kernel go on while the VM showed running); reset it or \
+                stop it. The steps are scripts/lifecycle/resume.lua. Exit status: 0 running; 1 QEMU refused; \
+                3 refused, nothing changed (the VM is not paused, or its guest panicked); 5 no such VM.
                 """)
 
         @OptionGroup var global: GlobalOptions

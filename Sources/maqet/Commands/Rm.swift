@@ -12,7 +12,8 @@ extension Maqet {
                 Refuses a running VM unless --force (which kills it first). --all asks \
                 'Remove N VMs? [y/N]' on a terminal unless --yes; without a terminal it needs --yes. \
                 An automatic backup of the state is taken first ('maqet db restore' undoes the \
-                removal). --delete-storage also deletes the disk images maqet created for the VM \
+                removal of the rows). The VM's logs in the data directory (history, events, console) are \
+                deleted, so a VM added later under the same name starts without them. --delete-storage also deletes the disk images maqet created for the VM \
                 (recorded in storage_registry) and lists them; images maqet did not create are never \
                 deleted. The steps are scripts/lifecycle/rm.lua. Exit status: 0 removed; 3 refused \
                 (running, or not confirmed); 5 no such VM; 64 neither NAME nor --all.

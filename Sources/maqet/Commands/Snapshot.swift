@@ -18,7 +18,7 @@ extension Maqet {
                 the disks and flags what differs. The steps are scripts/lifecycle/snapshot.lua and \
                 scripts/lib/snapshot.lua. See docs/snapshots.md. Exit status: 0 done; 1 failed \
                 (a name that exists, a qemu-img or QMP error); 3 refused, nothing changed (raw disk, \
-                no qcow2 disk, a disk-only snapshot loaded into a running VM); 5 no such VM or \
+                no qcow2 disk, a disk-only snapshot loaded into a running VM, a VM starting or stopping); 5 no such VM or \
                 snapshot; 64 a bad snapshot name; 124 a QMP job did not finish within --timeout.
                 """,
             subcommands: [Create.self, List.self, Load.self, Delete.self]
