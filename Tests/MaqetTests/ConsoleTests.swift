@@ -4,23 +4,7 @@ import XCTest
 /// The serial console (`maqet console`, `maqet wait`, `maqet.vm.console`) on the real test guest
 /// (Tests/guest), plus the refusals that need no guest. Every test stops what it started and
 /// checks that no QEMU or runner of its sandbox is left.
-final class ConsoleTests: XCTestCase {
-    var sandboxes: [Sandbox] = []
-
-    func makeSandbox() -> Sandbox {
-        let sandbox = Sandbox()
-        sandboxes.append(sandbox)
-        return sandbox
-    }
-
-    override func tearDown() {
-        for sandbox in sandboxes {
-            assertNothingLeft(of: sandbox)
-        }
-        sandboxes = []
-        super.tearDown()
-    }
-
+final class ConsoleTests: SandboxTestCase {
     /// A bound for a guest to boot under TCG (a bound, not a timing assertion).
     static let bootBound = "180"
 

@@ -5,23 +5,8 @@ import XCTest
 /// TCG: boot, a qcow2 disk maqet creates, a port forward, and stops that reach the guest's ACPI
 /// power button handler. What the guest printed is read from its `file:` serial line. Each boot
 /// takes seconds, so the tests are few; each kills what it started and checks nothing is left.
-final class GuestTests: XCTestCase {
-    var sandboxes: [Sandbox] = []
-
-    func makeSandbox() -> Sandbox {
-        let sandbox = Sandbox()
-        sandboxes.append(sandbox)
-        return sandbox
-    }
-
-    override func tearDown() {
-        for sandbox in sandboxes {
-            if !processes(of: sandbox).isEmpty { sandbox.maqet(["stop", "--all", "--force"]) }
-            assertNothingLeft(of: sandbox)
-        }
-        sandboxes = []
-        super.tearDown()
-    }
+final class GuestTests: SandboxTestCase {
+    override class var stopsLeftoversFirst: Bool { true }
 
     /// The row's status, as the state database has it.
     func status(_ sandbox: Sandbox, _ name: String) -> String {

@@ -4,23 +4,11 @@ import XCTest
 /// start/stop/status/rm/show-cmd and maqet.vm with a real QEMU (guestless: `-machine none` or q35
 /// without a disk, `-display none`, `-accel kvm -accel tcg`). Every test kills what it started and
 /// checks that no QEMU or runner of its sandbox is left.
-final class LifecycleTests: XCTestCase {
-    var sandboxes: [Sandbox] = []
-
-    /// A sandbox whose processes tearDown hunts down.
-    func makeSandbox() -> Sandbox {
-        let sandbox = Sandbox()
-        sandboxes.append(sandbox)
+final class LifecycleTests: SandboxTestCase {
+    override func makeSandbox() -> Sandbox {
+        let sandbox = super.makeSandbox()
         XCTAssertEqual(sandbox.maqet(["ls"]).code, 0) // creates and migrates instances.db
         return sandbox
-    }
-
-    override func tearDown() {
-        for sandbox in sandboxes {
-            assertNothingLeft(of: sandbox)
-        }
-        sandboxes = []
-        super.tearDown()
     }
 
     // MARK: - Helpers

@@ -5,24 +5,13 @@ import XCTest
 /// (checked independently with qemu-img and qemu-io) and a real, guestless QEMU (q35 held at -S
 /// with virtio qcow2 disks) for the QMP job plumbing. Every test checks that it leaves no QEMU
 /// or runner behind.
-final class SnapshotTests: XCTestCase {
-    var sandboxes: [Sandbox] = []
+final class SnapshotTests: SandboxTestCase {
+    override class var stopsLeftoversFirst: Bool { true }
 
-    func makeSandbox() -> Sandbox {
-        let sandbox = Sandbox()
-        sandboxes.append(sandbox)
+    override func makeSandbox() -> Sandbox {
+        let sandbox = super.makeSandbox()
         sandbox.maqet(["ls"]).assertExit(0)
         return sandbox
-    }
-
-    override func tearDown() {
-        for sandbox in sandboxes {
-            // Stop what a failed test may have left, then insist nothing is left.
-            _ = sandbox.maqet(["stop", "--all", "--force"])
-            assertNothingLeft(of: sandbox)
-        }
-        sandboxes = []
-        super.tearDown()
     }
 
     // MARK: - Helpers

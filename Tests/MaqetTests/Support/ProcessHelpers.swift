@@ -66,3 +66,28 @@ extension XCTestCase {
         XCTAssertEqual(leftovers, [], "processes left running by the test: \(leftovers.map { commandLine($0) })", file: file, line: line)
     }
 }
+
+/// A test case whose sandboxes (`makeSandbox()`) are checked in tearDown: no QEMU or runner of
+/// theirs may be left. With `stopsLeftoversFirst`, what a failed test left running is stopped
+/// first (`stop --all --force`), so one failure does not cascade into the next test.
+class SandboxTestCase: XCTestCase {
+    private var sandboxes: [Sandbox] = []
+
+    class var stopsLeftoversFirst: Bool { false }
+
+    /// A new sandbox that tearDown checks.
+    func makeSandbox() -> Sandbox {
+        let sandbox = Sandbox()
+        sandboxes.append(sandbox)
+        return sandbox
+    }
+
+    override func tearDown() {
+        for sandbox in sandboxes {
+            if Self.stopsLeftoversFirst, !processes(of: sandbox).isEmpty { sandbox.maqet(["stop", "--all", "--force"]) }
+            assertNothingLeft(of: sandbox)
+        }
+        sandboxes = []
+        super.tearDown()
+    }
+}
