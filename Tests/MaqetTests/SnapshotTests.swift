@@ -303,7 +303,12 @@ final class SnapshotTests: SandboxTestCase {
             state = self.list(sandbox, "slow").first?["state"] as? String
             return state == "ok" || state == "missing"
         }, "list says \(String(describing: state))")
+        // The job maqet stopped waiting for is concluded in QEMU; the next job dismisses it.
+        XCTAssertTrue(sandbox.maqet(["qmp", "slow", "query-jobs"]).stdout.contains("maqet-snapshot-save"))
         sandbox.maqet(["snapshot", "delete", "slow", "late"]).assertExit(0)
+        let jobs = sandbox.maqet(["qmp", "slow", "query-jobs"])
+        jobs.assertExit(0)
+        XCTAssertFalse(jobs.stdout.contains("maqet-snapshot"), jobs.stdout)
         XCTAssertEqual(tags(disk), [])
         XCTAssertEqual(records(sandbox, "slow"), "")
 

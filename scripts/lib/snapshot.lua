@@ -294,9 +294,20 @@ local function read_disks(ctx)
     return true
 end
 
+--- Dismisses the snapshot jobs an earlier maqet gave up waiting for (--timeout) and that have
+--- concluded since, so they do not stay in QEMU's job list for the VM's whole life.
+local function dismiss_leftover_jobs(ctx)
+    for _, j in ipairs(ctx.conn:execute("query-jobs") or {}) do
+        if j.status == "concluded" and tostring(j.id):match("^maqet%-snapshot%-") then
+            ctx.conn:execute("job-dismiss", { id = j.id })
+        end
+    end
+end
+
 --- Runs a snapshot job and waits for it; true, or nil, message, code. The job is dismissed.
 local job_counter = 0
 local function run_job(ctx, command, args, timeout_s)
+    dismiss_leftover_jobs(ctx)
     job_counter = job_counter + 1
     local id = ("maqet-%s-%d-%d"):format(command, vm.self_pid() or 0, job_counter)
     args["job-id"] = id
