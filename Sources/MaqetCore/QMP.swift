@@ -34,7 +34,7 @@ public enum QMPError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .connect(path, errno) where errno == ENAMETOOLONG:
-            return "connect \(path): socket path is longer than \(QMPClient.maximumPathLength) bytes"
+            return "connect \(path): socket path is longer than \(UnixSocketAddress.maximumPathLength) bytes"
         case let .connect(path, errno):
             return "connect \(path): \(String(cString: strerror(errno)))"
         case .timeout(let what):
@@ -77,8 +77,6 @@ public enum QMPError: Error, CustomStringConvertible {
 /// non-blocking and every wait has a deadline; `send` uses `MSG_NOSIGNAL`, so a peer that went
 /// away yields `EPIPE` rather than a SIGPIPE. Not thread-safe: use one client from one thread.
 public final class QMPClient {
-    /// The longest socket path `sockaddr_un.sun_path` holds (plus its terminating NUL).
-    public static let maximumPathLength = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
     /// A line longer than this is treated as a protocol error (a `query-qmp-schema` reply is ~200 KB).
     public static let maximumMessageBytes = 64 << 20
 
@@ -108,16 +106,17 @@ public final class QMPClient {
         self.shouldStop = shouldStop
         fd = -1
         let deadline = monotonicMs() + Int64(max(timeoutMs, 0))
-        let bytes = Array(path.utf8)
-        guard !bytes.isEmpty, !bytes.contains(0) else { throw QMPError.connect(path: path, errno: EINVAL) }
-        guard bytes.count <= Self.maximumPathLength else { throw QMPError.connect(path: path, errno: ENAMETOOLONG) }
+        let address: UnixSocketAddress
+        do { address = try UnixSocketAddress(path: path) } catch let error as SystemError {
+            throw QMPError.connect(path: path, errno: error.errno)
+        }
 
         let socketFD = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard socketFD >= 0 else { throw QMPError.connect(path: path, errno: errno) }
         fd = socketFD
         // From here on a thrown error must not leak the descriptor.
         do {
-            try Self.connect(socketFD, path: path, bytes: bytes, deadline: deadline, shouldStop: shouldStop)
+            try Self.connect(socketFD, path: path, address: address, deadline: deadline, shouldStop: shouldStop)
             let first = try readMessage(deadline: deadline, waitingFor: "greeting")
             guard case .object(let members) = first, let qmp = members.first(where: { $0.key == "QMP" })?.value else {
                 throw QMPError.protocolError("expected the QMP greeting, got \(Self.brief(first))")
@@ -386,18 +385,9 @@ public final class QMPClient {
     }
 
     /// Non-blocking `connect` to a Unix socket, waiting for it until `deadline`.
-    private static func connect(_ fd: Int32, path: String, bytes: [UInt8], deadline: Int64, shouldStop: () -> Bool) throws {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+    private static func connect(_ fd: Int32, path: String, address: UnixSocketAddress, deadline: Int64, shouldStop: () -> Bool) throws {
         while true {
-            let rc = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
-            }
+            let rc = address.connect(fd)
             if rc == 0 { return }
             switch errno {
             case EINTR:

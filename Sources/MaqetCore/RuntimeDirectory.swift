@@ -9,9 +9,6 @@ import Glibc
 /// directory holds (its monitors, console socket, logs, spec) is named in one place, `qemu.paths`
 /// in scripts/lib/qemu.lua; see docs/architecture.md.
 public enum RuntimeDirectory {
-    /// The longest Unix socket path (`sockaddr_un.sun_path` minus its NUL): 107 on Linux.
-    public static let maximumSocketPathLength = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
-
     /// The runtime directory's path for this user (not created).
     public static func path(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         if let xdg = environment["XDG_RUNTIME_DIR"], !xdg.isEmpty {
@@ -74,9 +71,9 @@ public enum RuntimeDirectory {
     /// Throws ENAMETOOLONG with a clear message when `path` cannot be a Unix socket address.
     public static func checkSocketPath(_ path: String) throws {
         let length = path.utf8.count
-        guard length <= maximumSocketPathLength else {
+        guard length <= UnixSocketAddress.maximumPathLength else {
             var error = SystemError(errno: ENAMETOOLONG, "")
-            error.message = "socket path \(path) is \(length) bytes, longer than the \(maximumSocketPathLength) a Unix socket allows; use a shorter XDG_RUNTIME_DIR"
+            error.message = "socket path \(path) is \(length) bytes, longer than the \(UnixSocketAddress.maximumPathLength) a Unix socket allows; use a shorter XDG_RUNTIME_DIR"
             throw error
         }
     }

@@ -77,24 +77,13 @@ public enum SerialConsole {
     /// Connects to QEMU's console socket at `path` (blocking descriptor, close-on-exec).
     /// The corresponding C functions are `socket` and `connect`.
     public static func connect(_ path: String) throws -> Int32 {
-        let bytes = Array(path.utf8)
-        var address = sockaddr_un()
-        guard !bytes.isEmpty, !bytes.contains(0), bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw Failure.system(SystemError(errno: ENAMETOOLONG, "console socket \(path)"))
+        let address: UnixSocketAddress
+        do { address = try UnixSocketAddress(path: path) } catch let error as SystemError {
+            throw Failure.system(SystemError(errno: error.errno, "console socket \(path)"))
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure.system(SystemError(errno: errno, "console socket \(path)")) }
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        let rc = retryingEINTR {
-            withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
-            }
-        }
+        let rc = address.connect(fd)
         guard rc == 0 else {
             let code = errno
             _ = close(fd)
