@@ -103,6 +103,10 @@ public final class Database {
 
     public var isOpen: Bool { handle != nil }
 
+    /// True when SQLite opened the main database read-only (it does so quietly when the file may
+    /// not be written). The corresponding C function is `sqlite3_db_readonly`.
+    public var isReadOnly: Bool { handle.map { sqlite3_db_readonly($0, "main") == 1 } ?? false }
+
     func requireHandle(_ sql: String? = nil) throws -> OpaquePointer {
         guard let handle else { throw SQLiteError(code: SQLITE_MISUSE, message: "database connection is closed", sql: sql) }
         return handle

@@ -119,6 +119,12 @@ enum DatabaseModule {
         let message: String
         let code: String
         if let sqlError = error as? SQLiteError {
+            // A full disk or a file maqet may not write is the machine's fault, not the script's:
+            // it raises a one-line maqet.error (exit 1) so no script takes it for "no row changed".
+            if let fault = StateFiles.environmentFault(sqlError, path: handle.database.path) {
+                if handle.strict { throw LuaUsageError("\(function): \(fault)") }
+                throw ErrorModule.pushError(lua, fault, status: "failure")
+            }
             message = sqlError.description
             code = sqlError.codeName
         } else {

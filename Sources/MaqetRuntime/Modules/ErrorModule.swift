@@ -50,14 +50,19 @@ enum ErrorModule {
                 let names = statuses.keys.sorted().joined(separator: ", ")
                 throw LuaUsageError("maqet.error: status must be one of \(names), got '\(status)'")
             }
-            lua.newTable(recordCount: 2)
-            lua.push(message)
-            lua.setRawField(-2, "message")
-            lua.push(status)
-            lua.setRawField(-2, "status")
-            luaL_setmetatable(lua.L, typeName)
-            throw LuaRaiseAsIs()
+            throw pushError(lua, message, status: status)
         }
+    }
+
+    /// Pushes a `maqet.error` object; throw the result so the trampoline raises it as it is.
+    static func pushError(_ lua: Lua, _ message: String, status: String) -> LuaRaiseAsIs {
+        lua.newTable(recordCount: 2)
+        lua.push(message)
+        lua.setRawField(-2, "message")
+        lua.push(status)
+        lua.setRawField(-2, "status")
+        luaL_setmetatable(lua.L, typeName)
+        return LuaRaiseAsIs()
     }
 
     private static let toString: LuaFunction = { L in

@@ -153,7 +153,8 @@ public enum Backups {
         let temporary = (targetDirectory.isEmpty ? "." : targetDirectory as NSString).appendingPathComponent(".maqet-backup-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp")
         defer { unlink(temporary); unlink(temporary + "-journal") }
         do {
-            let destination = try Database(path: temporary, mode: .readWriteCreate)
+            try StateFiles.createPrivateFile(temporary) // a backup holds what the database holds: 0600
+            let destination = try Database(path: temporary, mode: .readWrite)
             try source.copyContents(into: destination)
             // A backup is one self-contained file, whatever mode the live database uses.
             _ = try destination.query("PRAGMA journal_mode = DELETE")

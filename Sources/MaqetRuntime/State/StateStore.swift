@@ -98,11 +98,17 @@ public final class StateStore {
         if !exists || info.st_size == 0 {
             guard create else { return nil }
             try makeDataDirectory(configuration.dataDirectory)
+            if !exists { try StateFiles.createPrivateFile(path) }
         }
+        // Side files SQLite would replay are looked at on a copy first (SideFiles).
+        try SideFiles.check(path, latest: { (try? MigrationSet.load(configuration).latestVersion) ?? Int.max })
         do {
-            let database = try Database(path: path, mode: exists ? .readWrite : .readWriteCreate)
+            let database = try Database(path: path, mode: .readWrite)
             // Reading the schema is the first access to the file: a non-database fails here.
             _ = try database.scalar("SELECT count(*) FROM sqlite_master")
+            // SQLite quietly opens a file it may not write read-only; every later write would fail.
+            if database.isReadOnly { throw MaqetError(StateFiles.accessProblem(path)) }
+            StateFiles.tightenExisting(configuration)
             return database
         } catch let error as SQLiteError {
             throw refusal(error, path: path)
@@ -120,14 +126,15 @@ public final class StateStore {
         if !parent.isEmpty && parent != path && !FileManager.default.fileExists(atPath: parent) {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         }
-        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+        if mkdir(path, StateFiles.directoryMode) != 0 && errno != EEXIST {
             throw MaqetError("cannot create data directory \(path): \(String(cString: strerror(errno)))")
         }
-        chmod(path, 0o700) // mkdir applies the umask
+        chmod(path, StateFiles.directoryMode) // mkdir applies the umask
     }
 
     /// An SQLite failure while opening: a file that is not a database or is damaged is refused (exit 3).
     static func refusal(_ error: SQLiteError, path: String) -> MaqetError {
+        if let fault = StateFiles.environmentFault(error, path: path) { return MaqetError(fault) }
         switch error.primaryCode {
         case SQLITE_NOTADB:
             return MaqetError("\(path) is not an SQLite database (\(error.message)); it was left untouched. Move it aside or restore a backup (maqet db backups)", status: .databaseRefused)
