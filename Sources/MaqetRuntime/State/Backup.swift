@@ -192,7 +192,7 @@ public enum Backups {
             defer { copy.close() }
             let check = try copy.integrityCheck()
             guard check == ["ok"] else {
-                throw MaqetError("backup \(path) failed its integrity check: \(check.prefix(3).joined(separator: "; "))")
+                throw MaqetError("backup \(path) failed its integrity check: \(StateFiles.oneLine(check))")
             }
             let version = try SchemaVersion.read(copy)
             guard version.version == expectedVersion else {
@@ -214,7 +214,7 @@ public enum Backups {
             defer { copy.close() }
             let check = try copy.integrityCheck()
             guard check == ["ok"] else {
-                throw MaqetError("\(path) failed its integrity check: \(check.prefix(3).joined(separator: "; "))", status: .databaseRefused)
+                throw MaqetError("\(path) failed its integrity check: \(StateFiles.oneLine(check))", status: .databaseRefused)
             }
             return try SchemaVersion.read(copy)
         } catch let error as SQLiteError {

@@ -76,7 +76,7 @@ final class Migrator {
             if version.layout != .empty {
                 let check = try database.integrityCheck(quick: true)
                 guard check == ["ok"] else {
-                    throw MaqetError("\(database.path) is damaged (quick_check: \(check.prefix(3).joined(separator: "; "))); refusing to migrate it. Restore a backup: maqet db backups, then maqet db restore BACKUP", status: .databaseRefused)
+                    throw MaqetError("\(database.path) is damaged (quick_check: \(StateFiles.oneLine(check))); refusing to migrate it. Restore a backup: maqet db backups, then maqet db restore BACKUP", status: .databaseRefused)
                 }
                 try Backups.checkFreeSpace(directory: configuration.dataDirectory, databasePath: database.path)
                 // A second connection reads the snapshot this one has locked against writers.

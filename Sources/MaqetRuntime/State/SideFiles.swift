@@ -99,7 +99,7 @@ enum SideFiles {
             defer { database.close() }
             _ = try database.scalar("SELECT count(*) FROM sqlite_master")
             let check = try database.integrityCheck(quick: true)
-            guard check == ["ok"] else { return "the result would be damaged (\(check.prefix(2).joined(separator: "; ")))" }
+            guard check == ["ok"] else { return "the result would be damaged (\(StateFiles.oneLine(check)))" }
             let version = try SchemaVersion.read(database)
             if version.version > latest {
                 return "the result would be at schema version \(version.version), newer than this maqet knows (latest \(latest))"

@@ -121,6 +121,11 @@ enum StateFiles {
         return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
 
+    /// The first lines of an integrity_check report as one line (SQLite's lines may hold newlines).
+    static func oneLine(_ report: [String]) -> String {
+        report.prefix(3).joined(separator: "; ").split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+
     static func octal(_ mode: mode_t) -> String { "0" + String(mode & 0o7777, radix: 8) }
 
     static func userName(_ uid: uid_t) -> String? {

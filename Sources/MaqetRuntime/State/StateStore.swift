@@ -95,6 +95,7 @@ public final class StateStore {
         let path = configuration.databasePath
         var info = stat()
         let exists = stat(path, &info) == 0
+        if !exists && errno != ENOENT { throw MaqetError(StateFiles.accessProblem(path, errno: errno)) }
         if !exists || info.st_size == 0 {
             guard create else { return nil }
             try makeDataDirectory(configuration.dataDirectory)
