@@ -4,7 +4,7 @@ import XCTest
 /// Faults of the state files, with the real binary on real files: who may read them, side files
 /// from another database, a full or read-only file system, a foreign owner, damaged main files,
 /// maqet killed mid-write and mid-migration, many processes at once.
-final class StateFaultTests: XCTestCase {
+final class StateFaultTests: SandboxTestCase {
     private var mounts: [String] = []
     private var children: [Process] = []
 
@@ -324,6 +324,138 @@ final class StateFaultTests: XCTestCase {
         XCTAssertEqual(hashes(sandbox.dataDir), before)
         chown(sandbox.dataDir, 0, 0)
         XCTAssertEqual(names(sandbox), ["web"])
+    }
+
+    // MARK: kill -9 during a large migration
+
+    /// A Python v1 database with `rows` VM rows (rollback-journal mode, as the Python maqet made it).
+    func largeV1Database(_ path: String, rows: Int) {
+        let sql = pythonV1Schema + """
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < \(rows))
+            INSERT INTO vm_instances (id, name, config_path, config_data, status, pid, created_at, updated_at)
+            SELECT printf('id-%06d', i), printf('vm-%06d', i), printf('/cfg/vm-%06d.yaml', i),
+                   printf('{"memory": "%dM", "cpu": %d, "disks": ["/var/lib/vm-%06d.qcow2"], "note": "%s"}', 64 + i % 512, 1 + i % 8, i, hex(randomblob(40))),
+                   CASE i % 3 WHEN 0 THEN 'stopped' WHEN 1 THEN 'created' ELSE 'crashed' END,
+                   NULL, '2025-01-02 03:04:05', '2025-01-02 03:04:06' FROM c;
+
+            """
+        let result = runProcess("/usr/bin/sqlite3", [path], environment: ProcessInfo.processInfo.environment, stdin: sql)
+        XCTAssertEqual(result.code, 0, result.stderr)
+    }
+
+    /// The schema version of a database in either layout (the Python one: its highest row).
+    func anyLayoutVersion(_ path: String) -> String {
+        let columns = sqlite3(path, "SELECT name FROM pragma_table_info('schema_version')")
+        let sql = columns.contains("value") ? "SELECT value FROM schema_version" : "SELECT max(version) FROM schema_version"
+        return sqlite3(path, sql).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Copies `path` and the side files beside it into `directory` (so checking them recovers the copy).
+    func copyWithSideFiles(_ path: String, into directory: String) -> String {
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let target = (directory as NSString).appendingPathComponent("instances.db")
+        for suffix in ["", "-journal", "-wal"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try? FileManager.default.copyItem(atPath: path + suffix, toPath: target + suffix)
+        }
+        return target
+    }
+
+    func testKill9AtSpreadPointsOfALargeMigrationLosesNothing() throws {
+        let rows = Campaign.isLong ? 100_000 : 20_000
+        let trials = Campaign.trials(ci: 4, campaign: 32)
+        let work = TempDir("maqet-kill-migration")
+        let original = work.file("v1.db")
+        largeV1Database(original, rows: rows)
+        let expectedRows = vmRows(original)
+        XCTAssertEqual(expectedRows.split(separator: "\n").count, rows)
+        // How long a whole migration takes here: the kill points are spread over it.
+        let timing = Sandbox()
+        try FileManager.default.createDirectory(atPath: timing.dataDir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: original, toPath: timing.databasePath)
+        let started = Date()
+        timing.maqet(["db", "migrate"]).assertExit(0)
+        let whole = Date().timeIntervalSince(started)
+        var outcomes: [String: Int] = [:]
+        for trial in 1...trials {
+            let sandbox = Sandbox()
+            try FileManager.default.createDirectory(atPath: sandbox.dataDir, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: original, toPath: sandbox.databasePath)
+            let (process, _) = try startMaqet(sandbox, ["ls", "--format", "plain"])
+            usleep(useconds_t(whole * 1.2 * Double(trial) / Double(trials + 1) * 1_000_000))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            // What is on disk now, recovered on a copy: the old version or the new, never between.
+            let copy = copyWithSideFiles(sandbox.databasePath, into: sandbox.root.file("after-kill"))
+            let version = anyLayoutVersion(copy)
+            XCTAssertTrue(version == "1" || version == "7", "trial \(trial): version \(version)")
+            outcomes[version, default: 0] += 1
+            XCTAssertEqual(sqlite3(copy, "PRAGMA integrity_check").trimmingCharacters(in: .whitespacesAndNewlines), "ok", "trial \(trial)")
+            XCTAssertTrue(vmRows(copy) == expectedRows, "trial \(trial): the rows differ after the kill")
+            // A backup under its final name is whole and verifies.
+            for name in sandbox.automaticBackups {
+                let backup = sandbox.dataDir + "/" + name
+                XCTAssertEqual(sqlite3(backup, "PRAGMA integrity_check").trimmingCharacters(in: .whitespacesAndNewlines), "ok", "trial \(trial): \(name)")
+                XCTAssertEqual(anyLayoutVersion(backup), "1", "trial \(trial): \(name)")
+                XCTAssertTrue(vmRows(backup) == expectedRows, "trial \(trial): \(name) holds other rows")
+            }
+            // The next command recovers maqet's own journal and finishes the migration.
+            let next = sandbox.maqet(["ls", "--format", "plain"])
+            next.assertExit(0)
+            XCTAssertEqual(next.stdout.split(separator: "\n").count, rows, "trial \(trial)")
+            XCTAssertEqual(sandbox.schemaVersion(), "7")
+            XCTAssertTrue(vmRows(sandbox.databasePath) == expectedRows, "trial \(trial): the rows differ after migrating")
+            XCTAssertLessThanOrEqual(sandbox.automaticBackups.count, 2, "trial \(trial)")
+        }
+        print("kill -9 of a \(rows)-row migration, \(trials) points over \(String(format: "%.2f", whole)) s: \(outcomes)")
+    }
+
+    // MARK: 32 processes on one database
+
+    func testThirtyTwoMixedProcessesOnOneDatabase() throws {
+        let guestless = #"{"memory": "64M", "display": "none", "arguments": [{"machine": "none"}, {"accel": "kvm"}]}"#
+        for round in 0..<Campaign.trials(ci: 1, campaign: 5) {
+            let sandbox = makeSandbox()
+            let config = sandbox.write("guestless.yaml", guestless)
+            for name in ["probe"] + (0..<4).flatMap({ ["up\($0)", "down\($0)"] }) {
+                sandbox.maqet(["add", config, "--name", name]).assertExit(0)
+            }
+            for i in 0..<4 { sandbox.maqet(["start", "down\(i)"]).assertExit(0) }
+            let writer = sandbox.write("writer.lua", """
+                local n = tonumber(maqet.args[1])
+                maqet.db:transaction(function(tx)
+                    assert(tx:exec("INSERT INTO vm_instances (id, name, config_data, status) VALUES (?, ?, '{}', 'created')", "run-id-" .. n, "run" .. n))
+                end)
+                print("wrote run" .. n)
+                """)
+            var commands: [[String]] = []
+            commands += (0..<6).map { _ in ["ls"] }
+            commands += (0..<4).map { _ in ["status", "probe"] }
+            commands += (0..<4).map { _ in ["db", "status"] }
+            commands += (0..<4).map { ["run", writer, String($0)] }
+            commands += (0..<6).map { ["add", config, "--name", "add\($0)"] }
+            commands += (0..<4).map { ["start", "up\($0)"] }
+            commands += (0..<4).map { ["stop", "down\($0)", "--timeout", "1"] }
+            XCTAssertEqual(commands.count, 32)
+            var results = [CLIResult?](repeating: nil, count: commands.count)
+            let lock = NSLock()
+            DispatchQueue.concurrentPerform(iterations: commands.count) { i in
+                let result = sandbox.maqet(commands[i])
+                lock.lock(); results[i] = result; lock.unlock()
+            }
+            for (i, result) in results.enumerated() {
+                guard let result else { XCTFail("\(commands[i]) did not run"); continue }
+                XCTAssertEqual(result.code, 0, "round \(round): \(commands[i]) exit \(result.code): \(result.stderr)")
+                XCTAssertFalse(result.stderr.lowercased().contains("locked"), "\(commands[i]): \(result.stderr)")
+            }
+            let rows = sqlite3(sandbox.databasePath, "SELECT name || '=' || status FROM vm_instances ORDER BY name")
+                .split(separator: "\n").map(String.init)
+            var expected = ["probe=created"]
+            expected += (0..<4).flatMap { ["up\($0)=running", "down\($0)=stopped", "run\($0)=created"] }
+            expected += (0..<6).map { "add\($0)=created" }
+            XCTAssertEqual(rows, expected.sorted(), "round \(round)")
+            XCTAssertEqual(sandbox.automaticBackups, [], "nothing to migrate, so no backup")
+            sandbox.maqet(["stop", "--all", "--force"]).assertExit(0)
+        }
     }
 
     // MARK: Damaged main files
