@@ -247,10 +247,13 @@ final class StateFaultTests: SandboxTestCase {
         run(["ls"]).assertExit(0)
         // Fill the file system, then free a little more for each try: from nothing to room for one row.
         let filler = mount + "/filler"
-        let fd = open(filler, O_WRONLY | O_CREAT, 0o600)
-        let block = [UInt8](repeating: 0, count: 4096)
-        while write(fd, block, block.count) == block.count {}
-        close(fd)
+        let fill = {
+            let fd = open(filler, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            let block = [UInt8](repeating: 0, count: 4096)
+            while write(fd, block, block.count) == block.count {}
+            close(fd)
+        }
+        fill()
         let full = SideFilesProbe.size(filler)
         var added: [String] = []
         var refused = 0
@@ -271,6 +274,12 @@ final class StateFaultTests: SandboxTestCase {
             XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
             XCTAssertEqual(hashes(data)["instances.db"], before["instances.db"], "a refused add changed instances.db")
         }
+        // A manual backup on the full disk: one clear line, no file under a backup's name.
+        fill()
+        let backup = run(["db", "backup"])
+        backup.assertExit(1)
+        XCTAssertTrue(backup.stderr.contains("is full") && !backup.stderr.contains("SQLite error 13"), backup.stderr)
+        XCTAssertEqual(hashes(data).keys.filter { $0.hasPrefix("instances.db.manual-") || $0.hasPrefix(".maqet-backup-") }, [])
         XCTAssertGreaterThan(refused, 0, "the disk never filled up")
         XCTAssertFalse(added.isEmpty, "no add got through once there was room")
         unlink(filler)
@@ -322,6 +331,16 @@ final class StateFaultTests: SandboxTestCase {
         XCTAssertTrue(result.stderr.contains("instances.db is owned by root (uid 0), mode 0600"), result.stderr)
         XCTAssertFalse(result.stderr.contains("SQLite error 14"), result.stderr)
         XCTAssertEqual(hashes(sandbox.dataDir), before)
+        // nobody's own database, made read-only: SQLite would open it read-only without a word.
+        chown(sandbox.databasePath, 65534, 65534)
+        chmod(sandbox.databasePath, 0o400)
+        before = hashes(sandbox.dataDir)
+        result = runProcess(nobody[0], Array(nobody.dropFirst()) + ["add", config, "--name", "db"], environment: env)
+        result.assertExit(1)
+        XCTAssertTrue(result.stderr.contains("mode 0400") && result.stderr.contains("chmod 600"), result.stderr)
+        XCTAssertEqual(hashes(sandbox.dataDir), before)
+        chmod(sandbox.databasePath, 0o600)
+        chown(sandbox.databasePath, 0, 0)
         chown(sandbox.dataDir, 0, 0)
         XCTAssertEqual(names(sandbox), ["web"])
     }

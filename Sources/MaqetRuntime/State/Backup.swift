@@ -160,6 +160,9 @@ public enum Backups {
             _ = try destination.query("PRAGMA journal_mode = DELETE")
             destination.close()
         } catch let error as SQLiteError {
+            if StateFiles.environmentFault(error, path: temporary) != nil {
+                throw MaqetError("cannot write a backup in \(targetDirectory.isEmpty ? "." : targetDirectory) (\(error.message)): \(StateFiles.accessOrSpace(temporary)); no backup was kept and the database is unchanged")
+            }
             throw MaqetError("cannot write backup \(temporary): \(error.description)")
         }
         try fsyncPath(temporary)

@@ -113,6 +113,16 @@ enum StateFiles {
         }
     }
 
+    /// For a failed write of `path`: "the file system … is full; free some space" or what
+    /// `accessProblem` says.
+    static func accessOrSpace(_ path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        if let free = freeBytes(directory), free < 1 << 20 {
+            return "the file system holding \(directory) is full (\(Backups.formatSize(free)) free); free some space there and run the command again"
+        }
+        return accessProblem(path)
+    }
+
     /// Bytes an unprivileged process may still write on the file system holding `directory`
     /// (nil when it cannot tell).
     static func freeBytes(_ directory: String) -> Int64? {

@@ -102,6 +102,8 @@ public final class StateStore {
             if !exists { try StateFiles.createPrivateFile(path) }
         }
         // Side files SQLite would replay are looked at on a copy first (SideFiles).
+        // SQLite would open a file it may not write read-only, and still add -wal/-shm beside it.
+        if exists && access(path, R_OK | W_OK) != 0 { throw MaqetError(StateFiles.accessProblem(path, errno: errno)) }
         try SideFiles.check(path, latest: { (try? MigrationSet.load(configuration).latestVersion) ?? Int.max })
         do {
             let database = try Database(path: path, mode: .readWrite)
