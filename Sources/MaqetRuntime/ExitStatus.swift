@@ -18,7 +18,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case interrupted = 130
 
     public static let helpText = """
-        Exit codes: 0 ok; 1 failed; 3 refused, nothing changed (a database that is newer, not a database or corrupt; \
+        Exit codes: 0 ok; 1 failed (a full or read-only disk included); 3 refused, nothing changed (a database that is newer, not a database or corrupt, or has foreign side files; \
         rm of a running VM; pause/resume/reset of a VM in the wrong state); 4 migration failed (rolled back); 5 not found; 64 usage error; 124 timed out; \
         130 interrupted. `maqet run` exits with the script's os.exit(n) code when it calls it.
         """
