@@ -49,6 +49,8 @@ function maqet.now() end
 -- ---------------------------------------------------------------------------------------------
 
 ---A database connection. Close it with `db:close()` or a `<close>` variable.
+---SQL failures return `nil, message, code`; a full disk or a file that may not be written
+---(SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_PERM) raises a `maqet.error` instead.
 ---@class maqet.Database
 local Database = {}
 
