@@ -29,7 +29,7 @@ enum StateModule {
     static func backup(_ configuration: StateConfiguration) throws -> String {
         let reader = try Database(path: configuration.databasePath, mode: .readOnly, busyTimeoutMs: 10_000)
         defer { reader.close() }
-        try Backups.checkFreeSpace(directory: configuration.dataDirectory, databasePath: configuration.databasePath)
+        try Backups.checkFreeSpace(directory: configuration.dataDirectory, databasePath: configuration.databasePath, purpose: "back up the database")
         let path = try Backups.create(from: reader, directory: configuration.dataDirectory, kind: .automatic)
         Backups.prune(in: configuration.dataDirectory, keep: max(1, configuration.keepBackups)) // never the one just taken
         return path

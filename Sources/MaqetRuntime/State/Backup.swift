@@ -96,21 +96,21 @@ public enum Backups {
 
     /// Refuses when the file system holding `directory` has less than twice the database (plus the
     /// WAL) and a 4 MiB margin free: room for the backup and for the migration's rewrite.
-    static func checkFreeSpace(directory: String, databasePath: String) throws {
+    static func checkFreeSpace(directory: String, databasePath: String, purpose: String = "back up and migrate the database") throws {
         var info = statvfs()
         guard statvfs(directory, &info) == 0 else { return } // cannot tell: let SQLite report a full disk
         let available = Int64(info.f_bavail) * Int64(info.f_frsize)
         let size = fileSize(databasePath) + fileSize(databasePath + "-wal")
         let needed = size * 2 + 4 * 1024 * 1024
         if let forced = ProcessInfo.processInfo.environment["MAQET_TEST_FREE_BYTES"], let value = Int64(forced) {
-            if value < needed { throw spaceError(directory, needed: needed, available: value) }
+            if value < needed { throw spaceError(directory, purpose, needed: needed, available: value) }
             return
         }
-        if available < needed { throw spaceError(directory, needed: needed, available: available) }
+        if available < needed { throw spaceError(directory, purpose, needed: needed, available: available) }
     }
 
-    private static func spaceError(_ directory: String, needed: Int64, available: Int64) -> MaqetError {
-        MaqetError("not enough free space in \(directory) to back up and migrate the database: need \(formatSize(needed)), \(formatSize(available)) available; free some space and run the command again (nothing was changed)")
+    private static func spaceError(_ directory: String, _ purpose: String, needed: Int64, available: Int64) -> MaqetError {
+        MaqetError("not enough free space in \(directory) to \(purpose): need \(formatSize(needed)), \(formatSize(available)) available; free some space and run the command again (nothing was changed)")
     }
 
     static func fileSize(_ path: String) -> Int64 {

@@ -79,11 +79,14 @@ enum SideFiles {
                 }
             }
         }
-        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent("maqet-inspect.XXXXXX")).utf8CString)
-        guard let made = mkdtemp(&template) else {
-            return "maqet could not make a private copy to inspect them (\(String(cString: strerror(errno))))"
+        // A private (0700) scratch directory: the temporary directory, else beside the database.
+        var scratch: String?
+        var reason = ""
+        for base in [NSTemporaryDirectory(), (path as NSString).deletingLastPathComponent] where scratch == nil {
+            var template = Array(((base as NSString).appendingPathComponent(".maqet-inspect.XXXXXX")).utf8CString)
+            if let made = mkdtemp(&template) { scratch = String(cString: made) } else { reason = String(cString: strerror(errno)) }
         }
-        let scratch = String(cString: made)
+        guard let scratch else { return "maqet could not make a private copy to inspect them (\(reason))" }
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let copy = (scratch as NSString).appendingPathComponent("instances.db")
         do {
