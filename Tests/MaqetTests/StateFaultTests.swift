@@ -211,6 +211,35 @@ final class StateFaultTests: SandboxTestCase {
         XCTAssertTrue(sandbox.automaticBackups.isEmpty)
     }
 
+    func testGarbageSideFilesNeverCostARow() {
+        var generator = SystemRandomNumberGenerator()
+        for trial in 0..<Campaign.trials(ci: 2, campaign: 20) {
+            for suffix in ["-wal", "-journal"] {
+                let sandbox = Sandbox()
+                let config = writeConfig(sandbox)
+                sandbox.maqet(["add", config, "--name", "web"]).assertExit(0)
+                let before = vmRows(sandbox.databasePath, columns: ["id", "name", "config_data", "status"])
+                // Random bytes, every other trial behind a valid magic number so SQLite reads on.
+                var bytes = (0..<(4096 * 3 + 32)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                if trial % 2 == 1 {
+                    let magic: [UInt8] = suffix == "-wal" ? [0x37, 0x7F, 0x06, 0x82] : [0xD9, 0xD5, 0x05, 0xF9, 0x20, 0xA1, 0x63, 0xD7]
+                    bytes.replaceSubrange(0..<magic.count, with: magic)
+                }
+                FileManager.default.createFile(atPath: sandbox.databasePath + suffix, contents: Data(bytes))
+                let files = hashes(sandbox.dataDir)
+                let result = sandbox.maqet(["ls", "--format", "plain"])
+                if result.code == 3 {
+                    XCTAssertTrue(result.stderr.contains("instances.db" + suffix), result.stderr)
+                    XCTAssertEqual(hashes(sandbox.dataDir), files, "trial \(trial) \(suffix): a refusal changed a file")
+                } else {
+                    result.assertExit(0)
+                    XCTAssertEqual(result.stdout.split(separator: " ").first, "web", "trial \(trial) \(suffix)")
+                    XCTAssertEqual(vmRows(sandbox.databasePath, columns: ["id", "name", "config_data", "status"]), before, "trial \(trial) \(suffix)")
+                }
+            }
+        }
+    }
+
     func testMaqetsOwnCrashedWriteIsRecoveredAndNothingCommittedIsLost() throws {
         let sandbox = Sandbox()
         sandbox.maqet(["ls"]).assertExit(0)
