@@ -20,19 +20,26 @@ public struct LuaRaiseAsIs: Error {
     public init() {}
 }
 
-/// Owns one `lua_State`, opened with the standard libraries. The corresponding C function is `luaL_newstate`.
+/// Owns one `lua_State`, opened with the standard libraries, whose allocator counts the bytes Lua
+/// holds and refuses to go past `memoryLimit` (0: no limit). The corresponding C function is
+/// `lua_newstate` (through `mq_newstate`).
 public final class LuaState {
     public let lua: Lua
 
-    public init() {
-        guard let L = luaL_newstate() else { fatalError("Lua: cannot allocate a state (out of memory)") }
+    public init(memoryLimit: Int = 0) {
+        guard let L = mq_newstate(max(0, memoryLimit)) else { fatalError("Lua: cannot allocate a state (out of memory)") }
         luaL_openlibs(L)
         lua = Lua(L)
     }
 
     deinit {
-        lua_close(lua.L)
+        mq_closestate(lua.L)
     }
+
+    /// The limit in bytes (0: none), what Lua holds now, and whether a script ever reached it.
+    public var memoryLimit: Int { mq_memory_limit(lua.L) }
+    public var memoryUsed: Int { mq_memory_used(lua.L) }
+    public var memoryLimitReached: Bool { mq_memory_limit_hit(lua.L) != 0 }
 }
 
 /// A non-owning view of a `lua_State` with typed, non-raising accessors.

@@ -18,10 +18,11 @@ public final class Runtime {
     /// `maqet.backup_state()` and `maqet.runner.launch` (the runner's data directory) need it.
     public var stateConfiguration: StateConfiguration?
 
-    public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
+    /// `memoryLimit`: the most bytes the Lua state may hold (0: no limit; `maqet run --max-memory`).
+    public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil), memoryLimit: Int = 0) {
         self.verbosity = verbosity
         self.scripts = scripts
-        state = LuaState()
+        state = LuaState(memoryLimit: memoryLimit)
         lua.context = Unmanaged.passUnretained(self).toOpaque()
         installModules()
         LibrarySearcher.install(lua)
@@ -83,21 +84,40 @@ public final class Runtime {
         lua.pop()
         lua.push(MaqetVersion.string)
         lua.setRawField(-2, "version")
+        lua.pushValue(at: -1)
+        maqetTableReference = luaL_ref(lua.L, mq_registryindex())
         lua_setglobal(lua.L, "maqet")
+    }
+
+    /// The `maqet` table the host built, held in the registry: a script that sets `maqet = nil`
+    /// or `maqet = 42` changes its own global, not what the host reads and writes.
+    private var maqetTableReference: Int32 = LUA_NOREF
+
+    /// Pushes the host's `maqet` table (whatever the global `maqet` is now).
+    public func pushMaqetTable() {
+        _ = lua_rawgeti(lua.L, mq_registryindex(), lua_Integer(maqetTableReference))
     }
 
     /// Sets `maqet.<field>` to the value on top of the stack (popped).
     public func setMaqetField(_ field: String) {
         let lua = self.lua
-        lua_getglobal(lua.L, "maqet")
+        pushMaqetTable()
         lua_rotate(lua.L, -2, 1)
         lua.setRawField(-2, field)
         lua.pop()
     }
 
-    /// Exposes `database` to scripts as `maqet.db`.
+    /// The state database this command opened and lends to scripts as `maqet.db`. The host reads
+    /// it from here, never back from the Lua table a script can change.
+    public private(set) var stateDatabase: Database?
+
+    /// What `close` on `maqet.db` says: the host owns the connection.
+    static let lentDatabaseMessage = "maqet.db is owned by maqet, which closes it when the command ends; a script may not close it (open its own with maqet.db_open)"
+
+    /// Exposes `database` to scripts as `maqet.db`, lent: a script's `close` on it raises.
     public func exposeStateDatabase(_ database: Database) {
-        lua.pushHandle(DatabaseHandle(database))
+        stateDatabase = database
+        lua.pushHandle(DatabaseHandle(database, lentBy: Self.lentDatabaseMessage))
         setMaqetField("db")
     }
 
@@ -110,7 +130,7 @@ public final class Runtime {
     public func exposeStateDatabase(opening open: @escaping () throws -> Database) {
         lazyOpener = open
         let lua = self.lua
-        lua_getglobal(lua.L, "maqet")
+        pushMaqetTable()
         lua.newTable()
         lua.push(Self.openLazily)
         lua.setRawField(-2, "__index")
@@ -124,6 +144,7 @@ public final class Runtime {
         guard let database = lazyDatabase else { return }
         database.close()
         lazyDatabase = nil
+        stateDatabase = nil
         lua.pushNil()
         setMaqetField("db")
     }
@@ -135,13 +156,18 @@ public final class Runtime {
             let runtime = Runtime.from(lua)
             guard let open = runtime.lazyOpener else { return 0 }
             let database: Database
-            do {
-                database = try open()
-            } catch {
-                throw LuaUsageError("maqet.db: cannot open the state database: \(error)")
+            if let open = runtime.lazyDatabase, open.isOpen {
+                database = open // the script reached this __index itself: no second connection
+            } else {
+                do {
+                    database = try open()
+                } catch {
+                    throw LuaUsageError("maqet.db: cannot open the state database: \(error)")
+                }
             }
             runtime.lazyDatabase = database
-            lua.pushHandle(DatabaseHandle(database))
+            runtime.stateDatabase = database
+            lua.pushHandle(DatabaseHandle(database, lentBy: lentDatabaseMessage))
             lua.pushValue(at: -1)
             runtime.setMaqetField("db")
             return 1
