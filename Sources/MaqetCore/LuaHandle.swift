@@ -125,7 +125,12 @@ private let luaHandleClose: LuaFunction = { L in
 
 private let luaHandleRelease: LuaFunction = { L in
     Lua.call(L) { lua in
-        if let slot = lua.handleSlot(1, lua.boundTypeName), let pointer = slot.pointee {
+        let typeName = lua.boundTypeName
+        guard let slot = lua.handleSlot(1, typeName) else {
+            // Only a script calls __gc with something else (Lua turns an error here into a warning).
+            throw LuaUsageError("__gc: expected a \(typeName) handle, got \(lua.describe(at: 1))")
+        }
+        if let pointer = slot.pointee {
             slot.pointee = nil
             Unmanaged<AnyObject>.fromOpaque(pointer).release()
         }
