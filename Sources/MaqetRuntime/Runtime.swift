@@ -25,9 +25,32 @@ public final class Runtime {
         state = LuaState(memoryLimit: memoryLimit)
         lua.context = Unmanaged.passUnretained(self).toOpaque()
         installModules()
+        Self.refuseBinaryChunks(lua)
         LibrarySearcher.install(lua)
         // maqet.vm (lifecycle): Lua forwarders to scripts/lib/vm.lua.
         VMModule.install(lua)
+    }
+
+    /// `load`, `loadfile` and `dofile` accept text only: Lua does not verify precompiled chunks,
+    /// and a crafted one (`load(string.dump(f):gsub(...))`) can crash the host. A script that asks
+    /// for mode "b" gets Lua's own `attempt to load a binary chunk (mode is 't')`.
+    private static func refuseBinaryChunks(_ lua: Lua) {
+        let chunk = """
+            local load, loadfile = load, loadfile
+            _G.load = function(chunk, name, mode, ...) return load(chunk, name, "t", ...) end
+            _G.loadfile = function(filename, mode, ...) return loadfile(filename, "t", ...) end
+            _G.dofile = function(filename)
+              local f, message = loadfile(filename, "t")
+              if not f then error(message, 0) end
+              return f()
+            end
+            """
+        do {
+            try lua.load(chunk, chunkName: "=maqet")
+            try lua.protectedCall(nargs: 0, nresults: 0)
+        } catch {
+            fatalError("maqet: cannot install the text-only loaders: \(error)")
+        }
     }
 
     /// The runtime that owns the state `L` belongs to.

@@ -171,6 +171,34 @@ final class LuaHostTests: XCTestCase {
         XCTAssertTrue(lines.count == 3 && lines[1].hasPrefix("false\t"), result.stdout)
     }
 
+    /// Lua does not verify precompiled chunks (a crafted one crashes the VM): load, loadfile and
+    /// dofile take text only; text keeps working, with and without an env.
+    func testBinaryChunksAreRefused() {
+        let sandbox = Sandbox()
+        let result = sandbox.runScript("""
+            local dumped = string.dump(function() return 1 end)
+            print(load(dumped))
+            print(load(dumped, "dumped", "b"))
+            local f = assert(io.open("chunk.luac", "wb")) f:write(dumped) f:close()
+            print(loadfile("chunk.luac"))
+            print(pcall(dofile, "chunk.luac"))
+            print(load("return 1 + 1")(), load("return x", "env", "t", {x = 5})(), load("return 3", "c", "bt", nil)())
+            local g = assert(io.open("text.lua", "w")) g:write("return ...") g:close()
+            print(dofile("text.lua"), loadfile("text.lua")(7))
+            """)
+        result.assertExit(0)
+        let refusal = "attempt to load a binary chunk (mode is 't')"
+        XCTAssertEqual(result.stdout, """
+            nil\t\(refusal)
+            nil\t\(refusal)
+            nil\t\(refusal)
+            false\t\(refusal)
+            2\t5\t3
+            nil\t7
+
+            """)
+    }
+
     // MARK: --max-memory
 
     /// A runaway script stops with one line naming the limit and exit 1; the transaction it had
