@@ -121,6 +121,8 @@ final class LuaHostileFaultTests: SandboxTestCase {
             }
         }
 
+        let matrixCount = calls.count
+
         // Random combinations: every position a random value, reproducible from the seed.
         let trials = Campaign.trials(ci: 10, campaign: 400)
         let seed = UInt64(ProcessInfo.processInfo.environment["MAQET_FUZZ_SEED"] ?? "") ?? UInt64(time(nil))
@@ -160,7 +162,7 @@ final class LuaHostileFaultTests: SandboxTestCase {
             total += slice.count
         }
         XCTAssertEqual(total, calls.count)
-        print("LuaHostileFaultTests: \(calls.count) calls (\(trials) random combinations per function, seed \(seed))")
+        print("LuaHostileFaultTests: \(calls.count) calls: \(matrixCount) in the matrix, \(trials) random combinations for each of \(callable.count) functions and methods (seed \(seed))")
     }
 
     /// The Lua program for `calls`: values made fresh per call, each call in pcall, its label
