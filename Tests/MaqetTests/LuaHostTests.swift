@@ -151,6 +151,30 @@ final class LuaHostTests: XCTestCase {
         XCTAssertEqual(expected.filter { $0.hasPrefix("charlie running") }.count, 1)
     }
 
+    /// A migration's `db` is lent too: closing it fails the migration (rolled back, exit 4), the
+    /// database is left as it was, not committed half-way by a host that lost its connection.
+    func testAMigrationCannotCloseItsDatabase() {
+        let sandbox = Sandbox()
+        sandbox.installFixture("python-maqet-v1.db")
+        let migrations = sandbox.migrationsCopy()
+        try! """
+            return {
+                description = "Add auth_secret column (edited to close its db)",
+                up = function(db)
+                    db:exec("UPDATE vm_instances SET status = 'half-migrated'")
+                    db:close()
+                end,
+            }
+
+            """.write(toFile: migrations + "/0003_add_auth_secret.lua", atomically: true, encoding: .utf8)
+        let dumpBefore = dump(sandbox.databasePath)
+        let result = sandbox.maqet(["--migrations-dir", migrations, "ls"])
+        result.assertExit(4)
+        assertContains(result.stderr, "close: the migration's database is owned by maqet, which commits or rolls back the migration; a migration may not close it")
+        assertContains(result.stderr, "0003_add_auth_secret.lua")
+        XCTAssertEqual(dump(sandbox.databasePath), dumpBefore)
+    }
+
     /// A script that replaces `maqet` (or `maqet.db`) breaks only its own later uses; what it
     /// kept still works, and the host's own reads do not go through the global.
     func testReplacingTheMaqetGlobalBreaksOnlyTheScript() {
