@@ -159,6 +159,16 @@ public struct Lua {
         return value
     }
 
+    /// A file path or name for a C call: a string without NUL bytes (C would cut it at the first
+    /// one and act on another file).
+    public func checkPath(_ index: Int32, _ function: String, _ what: String = "path") throws -> String {
+        let value = try checkString(index, function, what)
+        guard !value.utf8.contains(0) else {
+            throw LuaUsageError("\(function): \(what) must not contain a NUL byte")
+        }
+        return value
+    }
+
     public func optString(_ index: Int32, _ function: String, _ what: String? = nil) throws -> String? {
         if isNoneOrNil(index) { return nil }
         return try checkString(index, function, what)

@@ -223,6 +223,40 @@ final class LuaHostTests: XCTestCase {
             """)
     }
 
+    /// A path with a NUL byte is refused: C would cut it there and act on another file.
+    func testPathsWithANulByteAreRefused() {
+        let sandbox = Sandbox()
+        sandbox.write("a", "")
+        let result = sandbox.runScript("""
+            local p = "a\\0b"
+            for _, call in ipairs({
+              {"maqet.db_open", function() return maqet.db_open(p) end},
+              {"maqet.fs.stat", function() return maqet.fs.stat(p) end},
+              {"maqet.fs.realpath", function() return maqet.fs.realpath(p) end},
+              {"maqet.fs.which", function() return maqet.fs.which(p) end},
+              {"maqet.yaml.load_file", function() return maqet.yaml.load_file(p) end},
+              {"maqet.console.holder", function() return maqet.console.holder(p) end},
+              {"maqet.console.send", function() return maqet.console.send("/nonexistent", "x", {lock = p}) end},
+            }) do
+              local ok, err = pcall(call[2])
+              print(call[1], ok, (tostring(err):gsub("^[^:]*:%d+: ", "")))
+            end
+            """)
+        result.assertExit(0)
+        XCTAssertEqual(result.stdout, """
+            maqet.db_open\tfalse\tmaqet.db_open: path must not contain a NUL byte
+            maqet.fs.stat\tfalse\tmaqet.fs.stat: path must not contain a NUL byte
+            maqet.fs.realpath\tfalse\tmaqet.fs.realpath: path must not contain a NUL byte
+            maqet.fs.which\tfalse\tmaqet.fs.which: name must not contain a NUL byte
+            maqet.yaml.load_file\tfalse\tmaqet.yaml.load_file: path must not contain a NUL byte
+            maqet.console.holder\tfalse\tmaqet.console.holder: lock must not contain a NUL byte
+            maqet.console.send\tfalse\tmaqet.console.send: opts.lock must not contain a NUL byte
+
+            """)
+        // The file the cut path would name was not touched (db_open would have made it a database).
+        XCTAssertEqual(FileManager.default.contents(atPath: sandbox.root.file("a")), Data())
+    }
+
     // MARK: --max-memory
 
     /// A runaway script stops with one line naming the limit and exit 1; the transaction it had

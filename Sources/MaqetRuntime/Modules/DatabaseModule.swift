@@ -150,7 +150,7 @@ enum DatabaseModule {
 
     private static let dbOpen: LuaFunction = { L in
         Lua.call(L) { lua in
-            let path = try lua.checkString(1, "maqet.db_open", "path")
+            let path = try lua.checkPath(1, "maqet.db_open", "path")
             do {
                 let database = try Database(path: path)
                 lua.pushHandle(DatabaseHandle(database))
