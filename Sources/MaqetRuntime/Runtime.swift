@@ -31,9 +31,10 @@ public final class Runtime {
         VMModule.install(lua)
     }
 
-    /// `load`, `loadfile` and `dofile` accept text only: Lua does not verify precompiled chunks,
-    /// and a crafted one (`load(string.dump(f):gsub(...))`) can crash the host. A script that asks
-    /// for mode "b" gets Lua's own `attempt to load a binary chunk (mode is 't')`.
+    /// `load`, `loadfile`, `dofile` and `require` of a Lua file accept text only: Lua does not
+    /// verify precompiled chunks, and a crafted one (`load(string.dump(f):gsub(...))`) can crash
+    /// the host. A script that asks for mode "b" gets Lua's own `attempt to load a binary chunk
+    /// (mode is 't')`. (Runs before LibrarySearcher moves the Lua-file searcher to slot 3.)
     private static func refuseBinaryChunks(_ lua: Lua) {
         let chunk = """
             local load, loadfile = load, loadfile
@@ -43,6 +44,16 @@ public final class Runtime {
               local f, message = loadfile(filename, "t")
               if not f then error(message, 0) end
               return f()
+            end
+            local package, searchpath = package, package.searchpath
+            package.searchers[2] = function(name)
+              local path, message = searchpath(name, package.path)
+              if not path then return message end
+              local f, why = loadfile(path, "t")
+              if not f then
+                error(string.format("error loading module '%s' from file '%s':\\n\\t%s", name, path, why), 0)
+              end
+              return f, path
             end
             """
         do {

@@ -209,6 +209,10 @@ final class LuaHostTests: XCTestCase {
             print(load("return 1 + 1")(), load("return x", "env", "t", {x = 5})(), load("return 3", "c", "bt", nil)())
             local g = assert(io.open("text.lua", "w")) g:write("return ...") g:close()
             print(dofile("text.lua"), loadfile("text.lua")(7))
+            local m = assert(io.open("binmod.lua", "wb")) m:write(dumped) m:close()
+            print(pcall(require, "binmod"))
+            print(require("text"))
+            print((select(2, pcall(require, "nosuchmodule")):match("no file '[^']*nosuchmodule.lua'") ~= nil))
             """)
         result.assertExit(0)
         let refusal = "attempt to load a binary chunk (mode is 't')"
@@ -219,6 +223,10 @@ final class LuaHostTests: XCTestCase {
             false\t\(refusal)
             2\t5\t3
             nil\t7
+            false\terror loading module 'binmod' from file './binmod.lua':
+            \t\(refusal)
+            text\t./text.lua
+            true
 
             """)
     }
