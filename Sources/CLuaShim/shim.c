@@ -1,14 +1,138 @@
 #include "CLuaShim.h"
 
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* ---- the counting allocator (maqet run --max-memory) ---------------------- */
+
+/* Per state: bytes Lua holds, the limit (0: none), how deep the host (Swift) is below the
+ * current Lua call, and whether the limit was ever reached. */
+typedef struct {
+    size_t used;
+    size_t limit;
+    int host_depth;
+    int hit;
+} mq_memory;
+
+static void *mq_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    mq_memory *m = (mq_memory *)ud;
+    size_t old = ptr ? osize : 0; /* with ptr == NULL, osize is the kind of object */
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= old;
+        return NULL;
+    }
+    /* Only growth is refused, and never while Swift code runs: a refusal there would make
+     * lua_push* raise, and longjmp over Swift frames. The trampoline checks once Swift returns. */
+    if (m->limit != 0 && nsize > old && m->host_depth == 0 && m->used - old + nsize > m->limit) {
+        m->hit = 1;
+        return NULL; /* Lua collects garbage and retries once, then raises "not enough memory" */
+    }
+    void *p = realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    m->used = m->used - old + nsize;
+    return p;
+}
+
+/* The limit bookkeeping of L's state, or NULL when L was not made by mq_newstate. */
+static mq_memory *mq_memory_of(lua_State *L) {
+    void *ud = NULL;
+    if (lua_getallocf(L, &ud) != mq_alloc) return NULL;
+    return (mq_memory *)ud;
+}
+
+static int mq_panic(lua_State *L) {
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error object is not a string";
+    fprintf(stderr, "maqet: PANIC: unprotected error in call to Lua API (%s)\n", msg);
+    fflush(stderr);
+    return 0; /* Lua aborts */
+}
+
+/* Lua's warn(): off until a script says "@on", as in the stand-alone interpreter. */
+static int mq_warnings_on = 0;
+static int mq_warning_continues = 0;
+static void mq_warn(void *ud, const char *msg, int tocont) {
+    (void)ud;
+    if (!mq_warning_continues && *msg == '@') {
+        if (strcmp(msg, "@on") == 0) mq_warnings_on = 1;
+        else if (strcmp(msg, "@off") == 0) mq_warnings_on = 0;
+        return;
+    }
+    if (mq_warnings_on) {
+        if (!mq_warning_continues) fputs("Lua warning: ", stderr);
+        fputs(msg, stderr);
+        if (!tocont) fputs("\n", stderr);
+        fflush(stderr);
+    }
+    mq_warning_continues = tocont;
+}
+
+lua_State *mq_newstate(size_t limit_bytes) {
+    mq_memory *m = calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    m->limit = limit_bytes;
+    lua_State *L = lua_newstate(mq_alloc, m);
+    if (L == NULL) {
+        free(m);
+        return NULL;
+    }
+    lua_atpanic(L, mq_panic);
+    lua_setwarnf(L, mq_warn, NULL);
+    return L;
+}
+
+void mq_closestate(lua_State *L) {
+    mq_memory *m = mq_memory_of(L);
+    lua_close(L);
+    free(m);
+}
+
+size_t mq_memory_limit(lua_State *L) {
+    mq_memory *m = mq_memory_of(L);
+    return m ? m->limit : 0;
+}
+
+size_t mq_memory_used(lua_State *L) {
+    mq_memory *m = mq_memory_of(L);
+    return m ? m->used : 0;
+}
+
+int mq_memory_limit_hit(lua_State *L) {
+    mq_memory *m = mq_memory_of(L);
+    return m ? m->hit : 0;
+}
+
+/* Pushes the message a script gets when it reaches the limit (allocated past the limit). */
+static void mq_push_limit_message(lua_State *L, mq_memory *m) {
+    m->host_depth++;
+    lua_pushfstring(L, "out of memory (limit %d MiB; raise --max-memory)", (int)(m->limit / (1024 * 1024)));
+    m->host_depth--;
+}
 
 /* ---- trampoline ---------------------------------------------------------- */
 
 static int mq_trampoline(lua_State *L) {
+    /* debug.setupvalue can replace the function pointer from a script: call only a light
+     * userdata that is not NULL (every light userdata a script can reach is one of ours). */
+    if (lua_type(L, lua_upvalueindex(1)) != LUA_TLIGHTUSERDATA || lua_touserdata(L, lua_upvalueindex(1)) == NULL) {
+        return luaL_error(L, "maqet: this host function was altered (debug.setupvalue) and cannot run");
+    }
     mq_swift_function fn = (mq_swift_function)lua_touserdata(L, lua_upvalueindex(1));
+    mq_memory *m = mq_memory_of(L);
+    if (m) m->host_depth++;
     int n = fn(L);
+    if (m) {
+        m->host_depth--;
+        /* Swift may allocate past the limit (see mq_alloc); the script stops here instead. */
+        if (m->limit != 0 && m->host_depth == 0 && m->used > m->limit) {
+            m->hit = 1;
+            mq_push_limit_message(L, m);
+            return lua_error(L);
+        }
+    }
     if (n == MQ_RAISE) {
         /* Point the message at the caller's line, as luaL_error would. */
         if (lua_type(L, -1) == LUA_TSTRING) {
@@ -63,8 +187,23 @@ int mq_pcall(lua_State *L, int nargs, int nresults) {
     int base = lua_gettop(L) - nargs; /* the function's index */
     lua_pushcfunction(L, mq_traceback);
     lua_insert(L, base);
-    int status = lua_pcall(L, nargs, nresults, base);
+    int status = mq_pcall_plain(L, nargs, nresults, base);
     lua_remove(L, base);
+    return status;
+}
+
+int mq_pcall_plain(lua_State *L, int nargs, int nresults, int msgh) {
+    /* Lua code called from Swift runs under the limit again; Swift resumes above it after. */
+    mq_memory *m = mq_memory_of(L);
+    int saved = m ? m->host_depth : 0;
+    if (m) m->host_depth = 0;
+    int status = lua_pcall(L, nargs, nresults, msgh);
+    if (m) m->host_depth = saved;
+    if (status == LUA_ERRMEM && m && m->hit && m->limit != 0) {
+        /* Say which limit it was rather than Lua's bare "not enough memory". */
+        lua_pop(L, 1);
+        mq_push_limit_message(L, m);
+    }
     return status;
 }
 

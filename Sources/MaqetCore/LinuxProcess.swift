@@ -159,7 +159,7 @@ public enum LinuxProcess {
     /// Works for any process, not only children: it polls a pidfd. A zombie counts as exited.
     public static func waitForExit(_ pid: pid_t, timeoutMs: Int64?, shouldStop: () -> Bool = { false }) throws -> Bool {
         guard pid > 0 else { throw SystemError(errno: EINVAL, "wait for pid \(pid)") }
-        let deadline = timeoutMs.map { monotonicMs() + max($0, 0) }
+        let deadline = timeoutMs.map { deadlineMs(after: $0) }
         let fd: Int32
         do {
             fd = try openPidfd(pid)

@@ -20,19 +20,26 @@ public struct LuaRaiseAsIs: Error {
     public init() {}
 }
 
-/// Owns one `lua_State`, opened with the standard libraries. The corresponding C function is `luaL_newstate`.
+/// Owns one `lua_State`, opened with the standard libraries, whose allocator counts the bytes Lua
+/// holds and refuses to go past `memoryLimit` (0: no limit). The corresponding C function is
+/// `lua_newstate` (through `mq_newstate`).
 public final class LuaState {
     public let lua: Lua
 
-    public init() {
-        guard let L = luaL_newstate() else { fatalError("Lua: cannot allocate a state (out of memory)") }
+    public init(memoryLimit: Int = 0) {
+        guard let L = mq_newstate(max(0, memoryLimit)) else { fatalError("Lua: cannot allocate a state (out of memory)") }
         luaL_openlibs(L)
         lua = Lua(L)
     }
 
     deinit {
-        lua_close(lua.L)
+        mq_closestate(lua.L)
     }
+
+    /// The limit in bytes (0: none), what Lua holds now, and whether a script ever reached it.
+    public var memoryLimit: Int { mq_memory_limit(lua.L) }
+    public var memoryUsed: Int { mq_memory_used(lua.L) }
+    public var memoryLimitReached: Bool { mq_memory_limit_hit(lua.L) != 0 }
 }
 
 /// A non-owning view of a `lua_State` with typed, non-raising accessors.
@@ -148,6 +155,16 @@ public struct Lua {
     public func checkString(_ index: Int32, _ function: String, _ what: String? = nil) throws -> String {
         guard let value = string(at: index) else {
             throw LuaUsageError("\(function): \(what ?? "argument #\(index)") must be a string, got \(typeName(at: index))")
+        }
+        return value
+    }
+
+    /// A file path or name for a C call: a string without NUL bytes (C would cut it at the first
+    /// one and act on another file).
+    public func checkPath(_ index: Int32, _ function: String, _ what: String = "path") throws -> String {
+        let value = try checkString(index, function, what)
+        guard !value.utf8.contains(0) else {
+            throw LuaUsageError("\(function): \(what) must not contain a NUL byte")
         }
         return value
     }

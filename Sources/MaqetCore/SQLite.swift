@@ -250,10 +250,12 @@ public extension SQLValue {
 }
 
 /// A prepared statement. It knows its SQL; it is finalised by `finalize()` or `deinit`.
+/// It keeps its database alive (a statement that outlives every other reference to the
+/// connection must not read a freed object); once the database is closed, `step` refuses.
 public final class Statement {
     public let sql: String
     private var handle: OpaquePointer?
-    private unowned let database: Database
+    private let database: Database
 
     init(database: Database, sql: String) throws {
         self.database = database
@@ -336,6 +338,10 @@ public final class Statement {
     /// Advances; true when a row is available. The corresponding C function is `sqlite3_step`.
     public func step() throws -> Bool {
         let stmt = try requireHandle()
+        guard database.isOpen else {
+            finalize()
+            throw SQLiteError(code: SQLITE_MISUSE, message: "database connection is closed", sql: sql)
+        }
         let rc = sqlite3_step(stmt)
         switch rc {
         case SQLITE_ROW: return true

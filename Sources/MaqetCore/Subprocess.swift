@@ -197,7 +197,7 @@ public final class Subprocess {
     /// `timeoutMs` passed (returns nil; nil timeout = no limit) or `shouldStop()` says so
     /// (checked every 50 ms; returns nil).
     public func wait(timeoutMs: Int64?, shouldStop: () -> Bool = { false }) -> ExitInfo? {
-        let deadline = timeoutMs.map { monotonicMs() + max($0, 0) }
+        let deadline = timeoutMs.map { deadlineMs(after: $0) }
         while true {
             if exit == nil { reap(blocking: false) }
             if let exit {
@@ -374,6 +374,13 @@ public func monotonicMs() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+/// The `monotonicMs()` deadline `ms` from now (negative counts as 0). Saturates instead of
+/// overflowing, so a script's `proc:wait(math.maxinteger)` means "no deadline", not a trap.
+public func deadlineMs(after ms: Int64) -> Int64 {
+    let (sum, overflow) = monotonicMs().addingReportingOverflow(max(ms, 0))
+    return overflow ? .max : sum
 }
 
 /// Signal names scripts use ("TERM", "SIGTERM", "KILL", ...) and their numbers.

@@ -18,15 +18,50 @@ public final class Runtime {
     /// `maqet.backup_state()` and `maqet.runner.launch` (the runner's data directory) need it.
     public var stateConfiguration: StateConfiguration?
 
-    public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil)) {
+    /// `memoryLimit`: the most bytes the Lua state may hold (0: no limit; `maqet run --max-memory`).
+    public init(verbosity: Int = 0, scripts: ScriptLocator = ScriptLocator(scriptsDirOption: nil), memoryLimit: Int = 0) {
         self.verbosity = verbosity
         self.scripts = scripts
-        state = LuaState()
+        state = LuaState(memoryLimit: memoryLimit)
         lua.context = Unmanaged.passUnretained(self).toOpaque()
         installModules()
+        Self.refuseBinaryChunks(lua)
         LibrarySearcher.install(lua)
         // maqet.vm (lifecycle): Lua forwarders to scripts/lib/vm.lua.
         VMModule.install(lua)
+    }
+
+    /// `load`, `loadfile`, `dofile` and `require` of a Lua file accept text only: Lua does not
+    /// verify precompiled chunks, and a crafted one (`load(string.dump(f):gsub(...))`) can crash
+    /// the host. A script that asks for mode "b" gets Lua's own `attempt to load a binary chunk
+    /// (mode is 't')`. (Runs before LibrarySearcher moves the Lua-file searcher to slot 3.)
+    private static func refuseBinaryChunks(_ lua: Lua) {
+        let chunk = """
+            local load, loadfile = load, loadfile
+            _G.load = function(chunk, name, mode, ...) return load(chunk, name, "t", ...) end
+            _G.loadfile = function(filename, mode, ...) return loadfile(filename, "t", ...) end
+            _G.dofile = function(filename)
+              local f, message = loadfile(filename, "t")
+              if not f then error(message, 0) end
+              return f()
+            end
+            local package, searchpath = package, package.searchpath
+            package.searchers[2] = function(name)
+              local path, message = searchpath(name, package.path)
+              if not path then return message end
+              local f, why = loadfile(path, "t")
+              if not f then
+                error(string.format("error loading module '%s' from file '%s':\\n\\t%s", name, path, why), 0)
+              end
+              return f, path
+            end
+            """
+        do {
+            try lua.load(chunk, chunkName: "=maqet")
+            try lua.protectedCall(nargs: 0, nresults: 0)
+        } catch {
+            fatalError("maqet: cannot install the text-only loaders: \(error)")
+        }
     }
 
     /// The runtime that owns the state `L` belongs to.
@@ -83,21 +118,40 @@ public final class Runtime {
         lua.pop()
         lua.push(MaqetVersion.string)
         lua.setRawField(-2, "version")
+        lua.pushValue(at: -1)
+        maqetTableReference = luaL_ref(lua.L, mq_registryindex())
         lua_setglobal(lua.L, "maqet")
+    }
+
+    /// The `maqet` table the host built, held in the registry: a script that sets `maqet = nil`
+    /// or `maqet = 42` changes its own global, not what the host reads and writes.
+    private var maqetTableReference: Int32 = LUA_NOREF
+
+    /// Pushes the host's `maqet` table (whatever the global `maqet` is now).
+    public func pushMaqetTable() {
+        _ = lua_rawgeti(lua.L, mq_registryindex(), lua_Integer(maqetTableReference))
     }
 
     /// Sets `maqet.<field>` to the value on top of the stack (popped).
     public func setMaqetField(_ field: String) {
         let lua = self.lua
-        lua_getglobal(lua.L, "maqet")
+        pushMaqetTable()
         lua_rotate(lua.L, -2, 1)
         lua.setRawField(-2, field)
         lua.pop()
     }
 
-    /// Exposes `database` to scripts as `maqet.db`.
+    /// The state database this command opened and lends to scripts as `maqet.db`. The host reads
+    /// it from here, never back from the Lua table a script can change.
+    public private(set) var stateDatabase: Database?
+
+    /// What `close` on `maqet.db` says: the host owns the connection.
+    static let lentDatabaseMessage = "maqet.db is owned by maqet, which closes it when the command ends; a script may not close it (open its own with maqet.db_open)"
+
+    /// Exposes `database` to scripts as `maqet.db`, lent: a script's `close` on it raises.
     public func exposeStateDatabase(_ database: Database) {
-        lua.pushHandle(DatabaseHandle(database))
+        stateDatabase = database
+        lua.pushHandle(DatabaseHandle(database, lentBy: Self.lentDatabaseMessage))
         setMaqetField("db")
     }
 
@@ -110,7 +164,7 @@ public final class Runtime {
     public func exposeStateDatabase(opening open: @escaping () throws -> Database) {
         lazyOpener = open
         let lua = self.lua
-        lua_getglobal(lua.L, "maqet")
+        pushMaqetTable()
         lua.newTable()
         lua.push(Self.openLazily)
         lua.setRawField(-2, "__index")
@@ -124,6 +178,7 @@ public final class Runtime {
         guard let database = lazyDatabase else { return }
         database.close()
         lazyDatabase = nil
+        stateDatabase = nil
         lua.pushNil()
         setMaqetField("db")
     }
@@ -135,13 +190,18 @@ public final class Runtime {
             let runtime = Runtime.from(lua)
             guard let open = runtime.lazyOpener else { return 0 }
             let database: Database
-            do {
-                database = try open()
-            } catch {
-                throw LuaUsageError("maqet.db: cannot open the state database: \(error)")
+            if let open = runtime.lazyDatabase, open.isOpen {
+                database = open // the script reached this __index itself: no second connection
+            } else {
+                do {
+                    database = try open()
+                } catch {
+                    throw LuaUsageError("maqet.db: cannot open the state database: \(error)")
+                }
             }
             runtime.lazyDatabase = database
-            lua.pushHandle(DatabaseHandle(database))
+            runtime.stateDatabase = database
+            lua.pushHandle(DatabaseHandle(database, lentBy: lentDatabaseMessage))
             lua.pushValue(at: -1)
             runtime.setMaqetField("db")
             return 1

@@ -80,7 +80,7 @@ final class BridgeTests: XCTestCase {
 
     func testHandlesAfterCloseGiveClearErrors() {
         let result = Sandbox().runScript("""
-            local db = maqet.db
+            local db = maqet.db_open("closed.db") -- maqet.db itself is lent: a script cannot close it
             db:close()
             local ok, err = pcall(db.exec, db, "select 1")
             print(err)

@@ -9,34 +9,7 @@ final class StubsTests: XCTestCase {
     /// Walks the live `maqet` table and the handle metatables of a real `maqet run`; returns
     /// entries like "function maqet.process.run", "method maqet.database:exec", "field maqet.version".
     func registeredSurface() throws -> Set<String> {
-        let result = Sandbox().runScript("""
-            local out = {}
-            local function has_functions(t)
-              for _, v in pairs(t) do if type(v) == "function" then return true end end
-              return false
-            end
-            for k, v in pairs(maqet) do
-              local name = "maqet." .. k
-              if type(v) == "function" then
-                out[#out + 1] = "function " .. name
-              elseif type(v) == "table" and has_functions(v) then
-                for k2, v2 in pairs(v) do
-                  out[#out + 1] = (type(v2) == "function" and "function " or "field ") .. name .. "." .. k2
-                end
-              else
-                out[#out + 1] = "field " .. name
-              end
-            end
-            for k, v in pairs(debug.getregistry()) do
-              if type(k) == "string" and k:match("^maqet%.") and type(v) == "table" and type(v.__index) == "table" then
-                for method in pairs(v.__index) do out[#out + 1] = "method " .. k .. ":" .. method end
-              end
-            end
-            table.sort(out)
-            print(table.concat(out, "\\n"))
-            """)
-        result.assertExit(0)
-        let surface = Set(result.stdout.split(separator: "\n").map(String.init))
+        let surface = LuaSurface.registered(in: Sandbox())
         // Sanity: the walk itself works.
         XCTAssertTrue(surface.contains("function maqet.process.run"), "\(surface)")
         XCTAssertTrue(surface.contains("method maqet.database:exec"), "\(surface)")

@@ -17,7 +17,7 @@ maqet.version = ""
 maqet.args = {}
 
 ---The state database (instances.db), opened and migrated before the script starts.
----Only set under `maqet run`.
+---Lent by maqet: `maqet.db:close()` raises. Only set under `maqet run`.
 ---@type maqet.Database
 maqet.db = nil
 
@@ -117,9 +117,11 @@ function Database:columns(table) end
 function Database:path() end
 
 ---Closes the connection; later calls raise "db:…: the maqet.database handle is closed".
+---Raises for `maqet.db` and a migration's db, which maqet owns and lends to scripts.
 function Database:close() end
 
----The running query of a `db:rows()` loop.
+---The running query of a `db:rows()` loop. It keeps its database alive; once that database
+---is closed, the next row raises.
 ---@class maqet.Rows
 local Rows = {}
 

@@ -35,6 +35,22 @@ int mq_upvalue(int i);
  * On error the stack holds one string: message plus traceback. */
 int mq_pcall(lua_State *L, int nargs, int nresults);
 
+/* lua_pcall with the host's memory bookkeeping (see mq_newstate); every Swift call into Lua
+ * goes through it or mq_pcall. */
+int mq_pcall_plain(lua_State *L, int nargs, int nresults, int msgh);
+
+/* A state with the standard allocator plus a byte counter: allocations that would take Lua past
+ * `limit_bytes` (0: no limit) fail, so a runaway script gets a memory error; the host's own
+ * allocations while a Swift function runs are never refused (they would longjmp over Swift), the
+ * trampoline raises "out of memory (limit N MiB; raise --max-memory)" once the function returns.
+ * Close it with mq_closestate. */
+lua_State *mq_newstate(size_t limit_bytes);
+void mq_closestate(lua_State *L);
+size_t mq_memory_limit(lua_State *L);
+size_t mq_memory_used(lua_State *L);
+/* Non-zero once an allocation was refused (or the trampoline stopped a script) for the limit. */
+int mq_memory_limit_hit(lua_State *L);
+
 /* Macro wrappers. */
 int mq_registryindex(void);
 void mq_pop(lua_State *L, int n);

@@ -27,6 +27,7 @@ enum ConsoleModule {
             guard let lock = try lua.stringField(3, "lock", function) else {
                 throw LuaUsageError("\(function): opts.lock (the attach lock's path) is required")
             }
+            guard !lock.utf8.contains(0) else { throw LuaUsageError("\(function): opts.lock must not contain a NUL byte") }
             let timeoutMs = try lua.integerField(3, "timeout_ms", function) ?? 5000
             guard timeoutMs >= 0, timeoutMs <= Int64(Int32.max) else {
                 throw LuaUsageError("\(function): field 'timeout_ms' must be between 0 and \(Int32.max)")
@@ -46,7 +47,7 @@ enum ConsoleModule {
     /// `maqet.console.holder(lock)`: the pid attached to the console (0 when it wrote none yet), or nil.
     private static let holder: LuaFunction = { L in
         Lua.call(L) { lua in
-            let lock = try lua.checkString(1, "maqet.console.holder", "lock")
+            let lock = try lua.checkPath(1, "maqet.console.holder", "lock")
             if let pid = SerialConsole.holder(lock) { lua.push(Int64(pid)) } else { lua.pushNil() }
             return 1
         }

@@ -14,7 +14,14 @@ final class DatabaseHandle: LuaHandle {
     var guardStatement: ((String) throws -> Void)?
     private var savepointDepth = 0
 
-    init(_ database: Database) { self.database = database }
+    /// Why a script may not close this handle, when the host owns the connection and only lends it
+    /// (`maqet.db`): the host closes it when the command ends.
+    let lentBy: String?
+
+    init(_ database: Database, lentBy: String? = nil) {
+        self.database = database
+        self.lentBy = lentBy
+    }
 
     var isClosed: Bool { !database.isOpen }
     func close() { database.close() }
@@ -27,11 +34,16 @@ final class DatabaseHandle: LuaHandle {
     func endSavepoint() { savepointDepth -= 1 }
 }
 
-/// A running `db:rows()` query; closed when the loop ends, breaks or raises.
+/// A running `db:rows()` query; closed when the loop ends, breaks or raises. It keeps its
+/// database handle alive, and refuses to step once that database is closed.
 final class RowsHandle: LuaHandle {
     static let luaTypeName = "maqet.rows"
     var statement: Statement?
-    init(_ statement: Statement) { self.statement = statement }
+    let owner: DatabaseHandle
+    init(_ statement: Statement, of owner: DatabaseHandle) {
+        self.statement = statement
+        self.owner = owner
+    }
     var isClosed: Bool { statement == nil }
     func close() {
         statement?.finalize()
@@ -144,7 +156,7 @@ enum DatabaseModule {
 
     private static let dbOpen: LuaFunction = { L in
         Lua.call(L) { lua in
-            let path = try lua.checkString(1, "maqet.db_open", "path")
+            let path = try lua.checkPath(1, "maqet.db_open", "path")
             do {
                 let database = try Database(path: path)
                 lua.pushHandle(DatabaseHandle(database))
@@ -198,6 +210,10 @@ enum DatabaseModule {
         Lua.call(L) { lua in
             let rows = try lua.handle(1, RowsHandle.self, "db:rows iterator", allowClosed: true)
             guard let statement = rows.statement else { return 0 }
+            if rows.owner.isClosed {
+                rows.close()
+                throw LuaUsageError("db:rows iterator: its maqet.database handle was closed during the loop")
+            }
             if try statement.step() {
                 pushRow(lua, statement, names: statement.columnNames)
                 return 1
@@ -218,7 +234,7 @@ enum DatabaseModule {
                 let statement = try prepareChecked(handle, sql)
                 do { try statement.bind(params) } catch { statement.finalize(); throw error }
                 lua.push(rowsNext)
-                lua.pushHandle(RowsHandle(statement))
+                lua.pushHandle(RowsHandle(statement, of: handle))
                 lua.pushNil()
                 lua.pushValue(at: -2)
                 return 4
@@ -272,7 +288,7 @@ enum DatabaseModule {
             lua.pushValue(at: 1)
             // Re-raising the caught error keeps its message and position; no traceback handler here,
             // the outermost pcall adds one.
-            let rc = lua_pcallk(lua.L, 1, LUA_MULTRET, 0, 0, nil)
+            let rc = mq_pcall_plain(lua.L, 1, LUA_MULTRET, 0)
             if rc != LUA_OK {
                 if let savepoint {
                     try? database.execute("ROLLBACK TO \(savepoint); RELEASE \(savepoint)")

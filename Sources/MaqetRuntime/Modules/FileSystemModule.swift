@@ -18,7 +18,7 @@ enum FileSystemModule {
     /// are `stat` and `access`.
     private static let stat_: LuaFunction = { L in
         Lua.call(L) { lua in
-            let path = try lua.checkString(1, "maqet.fs.stat", "path")
+            let path = try lua.checkPath(1, "maqet.fs.stat", "path")
             var info = stat()
             guard stat(path, &info) == 0 else {
                 let code = errno
@@ -53,7 +53,7 @@ enum FileSystemModule {
     /// created resolves too. Relative paths are taken from the current directory.
     private static let realpath_: LuaFunction = { L in
         Lua.call(L) { lua in
-            let path = try lua.checkString(1, "maqet.fs.realpath", "path")
+            let path = try lua.checkPath(1, "maqet.fs.realpath", "path")
             guard !path.isEmpty else { throw LuaUsageError("maqet.fs.realpath: path must not be empty") }
             lua.push(resolve(path))
             return 1
@@ -89,7 +89,7 @@ enum FileSystemModule {
     /// name containing `/` is checked as it is), or `nil, "maqet.fs.which: NAME not found in PATH", "ENOENT"`.
     private static let which: LuaFunction = { L in
         Lua.call(L) { lua in
-            let name = try lua.checkString(1, "maqet.fs.which", "name")
+            let name = try lua.checkPath(1, "maqet.fs.which", "name")
             guard !name.isEmpty else { throw LuaUsageError("maqet.fs.which: name must not be empty") }
             func isExecutableFile(_ path: String) -> Bool {
                 var info = stat()

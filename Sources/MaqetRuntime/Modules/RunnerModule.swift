@@ -62,12 +62,7 @@ enum RunnerModule {
     /// The state database scripts see as `maqet.db`, if it is open. (A write transaction on it
     /// would make the runner's UPDATE wait.)
     static func stateDatabase(_ lua: Lua) -> Database? {
-        lua_getglobal(lua.L, "maqet")
-        defer { lua.pop() }
-        guard lua.type(at: -1) == LUA_TTABLE else { return nil }
-        _ = lua.rawField(-1, "db")
-        defer { lua.pop() }
-        return (try? lua.handle(-1, DatabaseHandle.self, "maqet.runner.launch"))?.database
+        Runtime.from(lua).stateDatabase.flatMap { $0.isOpen ? $0 : nil }
     }
 
     /// `maqet.runner.launch(spec)` → `{pid=, runner_pid=, status="running"}` (`status="starting"`

@@ -225,7 +225,7 @@ enum YAMLModule {
     /// (`"ENOENT"`, `"EACCES"`, `"EISDIR"`, … when it cannot be read, `"EYAML"` when it is not YAML).
     private static let loadFile: LuaFunction = { L in
         Lua.call(L) { lua in
-            let path = try lua.checkString(1, "maqet.yaml.load_file", "path")
+            let path = try lua.checkPath(1, "maqet.yaml.load_file", "path")
             let prefix = "maqet.yaml.load_file \(path)"
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {

@@ -86,7 +86,7 @@ final class Migrator {
                 Backups.prune(in: configuration.dataDirectory, keep: max(1, configuration.keepBackups)) // never the one just taken
             }
 
-            let handle = DatabaseHandle(database)
+            let handle = DatabaseHandle(database, lentBy: "the migration's database is owned by maqet, which commits or rolls back the migration; a migration may not close it")
             handle.strict = true
             handle.guardStatement = Self.refuseTransactionControl
             let refusals = RefusalLog()

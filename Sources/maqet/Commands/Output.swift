@@ -135,7 +135,7 @@ extension GlobalOptions {
     var scriptLocator: ScriptLocator { ScriptLocator(scriptsDirOption: scriptsDir) }
 
     /// A Lua runtime for this command, with the user's script overrides.
-    func makeRuntime() -> Runtime { Runtime(verbosity: verbosity, scripts: scriptLocator) }
+    func makeRuntime(memoryLimit: Int = 0) -> Runtime { Runtime(verbosity: verbosity, scripts: scriptLocator, memoryLimit: memoryLimit) }
 
     /// Writes the one-line migration notice to stderr (suppressed by --quiet).
     func notice(_ line: String) {

@@ -15,7 +15,10 @@ extension Maqet {
                 like options); put maqet's own options before SCRIPT. The script sees them as `arg` \
                 (arg[0] = SCRIPT) and `maqet.args`, and as `...`. `require` finds modules next to the \
                 script. Exit status: 0 when the script ends, 1 when it raises an error, n for \
-                os.exit(n), 5 when SCRIPT does not exist, 124 after --timeout, 130 after Ctrl-C.
+                os.exit(n), 5 when SCRIPT does not exist, 124 after --timeout, 130 after Ctrl-C. \
+                --max-memory bounds what the script's Lua state may hold (default: no limit); a \
+                script that reaches it stops with "out of memory (limit N MiB; raise \
+                --max-memory)" and exit status 1, unless it catches that error with pcall.
                 """
         )
 
@@ -23,6 +26,12 @@ extension Maqet {
 
         @Option(name: .long, help: ArgumentHelp("Stop the script after this many seconds (exit 124).", valueName: "seconds"))
         var timeout: Double?
+
+        @Option(name: .long, help: ArgumentHelp("Stop the script with an out-of-memory error when its Lua state would hold more than this many MiB (default: no limit).", valueName: "MiB"))
+        var maxMemory: Int?
+
+        /// The largest --max-memory: a MiB count whose bytes fit in an Int with room to spare.
+        static let maxMemoryLimitMiB = 1 << 40
 
         @Argument(help: ArgumentHelp("The Lua script to run ('-' reads it from stdin).", valueName: "script"))
         var script: String
@@ -33,6 +42,9 @@ extension Maqet {
         func validate() throws {
             if let timeout, !(timeout > 0 && timeout.isFinite) {
                 throw ValidationError("--timeout must be a number of seconds greater than 0")
+            }
+            if let maxMemory, !(1...Self.maxMemoryLimitMiB).contains(maxMemory) {
+                throw ValidationError("--max-memory must be a whole number of MiB from 1 to \(Self.maxMemoryLimitMiB), got \(maxMemory)")
             }
         }
 
@@ -48,7 +60,7 @@ extension Maqet {
         /// Runs the script; returns the exit status. The runtime (and with it every handle the
         /// script left open) is gone when this returns.
         private func execute() throws -> Int32 {
-            let runtime = global.makeRuntime()
+            let runtime = global.makeRuntime(memoryLimit: (maxMemory ?? 0) * 1024 * 1024)
             let configuration = StateConfiguration(dataDirOption: global.maqetDataDir, migrationsDirOption: global.migrationsDir)
             let store: StateStore
             do {
@@ -108,10 +120,22 @@ extension Maqet {
                     if global.verbosity > 0 { fputs("maqet: \(error)\n", stderr) }
                     return ExitStatus.interrupted.rawValue
                 default:
+                    if runtime.state.memoryLimitReached, let maxMemory, Self.isMemoryError(error) {
+                        // One line, whatever the script's pcalls and tracebacks made of it.
+                        fputs("maqet: \(script): out of memory (limit \(maxMemory) MiB; raise --max-memory)\n", stderr)
+                        if global.verbosity > 0 { fputs("maqet: \(error)\n", stderr) }
+                        return ExitStatus.failure.rawValue
+                    }
                     fputs("maqet: \(error)\n", stderr)
                     return ExitStatus.failure.rawValue
                 }
             }
+        }
+
+        /// True for the error Lua raises when an allocation is refused, and for the host's own.
+        static func isMemoryError(_ error: Error) -> Bool {
+            let text = String(describing: error)
+            return text.hasPrefix("not enough memory") || text.contains("out of memory (limit ")
         }
 
         /// "1" for 1.0, "0.5" for 0.5.
