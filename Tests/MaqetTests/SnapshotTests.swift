@@ -303,8 +303,14 @@ final class SnapshotTests: SandboxTestCase {
             state = self.list(sandbox, "slow").first?["state"] as? String
             return state == "ok" || state == "missing"
         }, "list says \(String(describing: state))")
-        // The job maqet stopped waiting for is concluded in QEMU; the next job dismisses it.
-        XCTAssertTrue(sandbox.maqet(["qmp", "slow", "query-jobs"]).stdout.contains("maqet-snapshot-save"))
+        // The job maqet stopped waiting for is concluded in QEMU; the next job dismisses it. (Under
+        // load maqet can give up and close the monitor before QEMU has read the command at all: QEMU
+        // drops a command still queued when its client goes: the record is then "missing", no job.)
+        if state == "ok" {
+            let lingering = sandbox.maqet(["qmp", "slow", "query-jobs"])
+            lingering.assertExit(0)
+            XCTAssertTrue(lingering.stdout.contains("maqet-snapshot-save"), lingering.stdout)
+        }
         sandbox.maqet(["snapshot", "delete", "slow", "late"]).assertExit(0)
         let jobs = sandbox.maqet(["qmp", "slow", "query-jobs"])
         jobs.assertExit(0)
