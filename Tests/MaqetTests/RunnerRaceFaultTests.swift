@@ -139,26 +139,34 @@ final class RunnerRaceFaultTests: SandboxTestCase {
         let startSeconds = Date().timeIntervalSince(began)
         stopAndCheck(sandbox, "race", id, trial: "warm-up")
 
-        let trials = Campaign.trials(ci: 5, campaign: 40)
+        let trials = Campaign.trials(ci: 6, campaign: 40)
+        var survived = 0
         for trial in 0..<trials {
             let label = "trial \(trial + 1)/\(trials)"
-            let delay = startSeconds * (Double(trial) + 0.5) / Double(trials)
+            let delay = startSeconds * (Double(trial / 2) + 0.5) / Double((trials + 1) / 2)
             let start = try spawnMaqet(sandbox, ["start", "race"])
             usleep(useconds_t(delay * 1_000_000))
             kill(start.processIdentifier, SIGKILL)
             start.waitUntilExit()
-            // At once: an ls and a second start race whatever the killed start left.
+            // At once: an ls races whatever the killed start left; every other trial a second
+            // start races it too.
             let ls = try spawnMaqet(sandbox, ["ls"])
-            let again = try spawnMaqet(sandbox, ["start", "race"])
+            let again = trial % 2 == 1 ? try spawnMaqet(sandbox, ["start", "race"]) : nil
+            if processes(of: sandbox).contains(where: { commandLine($0).contains("__runner") }) { survived += 1 }
             ls.waitUntilExit()
-            again.waitUntilExit()
             XCTAssertEqual(ls.terminationStatus, 0, "\(label): ls")
-            // The second start either started the VM or was refused (already running / busy).
-            XCTAssertTrue([0, 1, 2, 3, 4, 5, 6, 7, 75].contains(again.terminationStatus) && again.terminationReason == .exit,
-                          "\(label): the second start ended by \(again.terminationReason == .exit ? "exit \(again.terminationStatus)" : "a signal")")
+            if let again {
+                again.waitUntilExit()
+                // The second start either started the VM or was refused (already running, busy).
+                XCTAssertTrue([0, 1].contains(again.terminationStatus) && again.terminationReason == .exit,
+                              "\(label): the second start ended by \(again.terminationReason == .exit ? "exit \(again.terminationStatus)" : "a signal")")
+            }
             assertTruthful(sandbox, "race", id, trial: label)
             stopAndCheck(sandbox, "race", id, trial: label)
         }
+        // Not an assertion (it depends on the machine's speed): how many kills hit a start
+        // whose runner lived on, the case that used to go wrong.
+        print("RunnerRaceFaultTests: \(survived) of \(trials) killed starts left a runner finishing the start")
     }
 
     // MARK: - kill -9 of the runner, of QEMU
