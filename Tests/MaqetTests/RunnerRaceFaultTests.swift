@@ -353,4 +353,55 @@ final class RunnerRaceFaultTests: SandboxTestCase {
         assertContains(misuse.stdout, "maqet.runner.lock_state")
         assertContains(misuse.stdout, "true\ttrue\tmine\ttrue\tfalse")
     }
+
+    // MARK: - Compare-and-set on the claim
+
+    func testARunnerWhoseClaimIsGoneWritesNothingAndStopsQEMU() throws {
+        let sandbox = makeSandbox()
+        let id = insertVM(sandbox, "taken")
+        // The row was claimed by pid 1 (not this start): the runner's first write finds the claim
+        // gone, so it kills QEMU and reports ECLAIM; the row is left exactly as it was.
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'starting', runner_pid = 1 WHERE name = 'taken'")
+        let before = vmRows(sandbox.databasePath, columns: ["status", "pid", "runner_pid", "qmp_socket_path"])
+        let result = sandbox.runScript("""
+            local qemu = require("maqet.lib.qemu")
+            local row = maqet.db:query("SELECT * FROM vm_instances WHERE name = 'taken'")[1]
+            local paths = qemu.paths(row)
+            assert(maqet.runner.lock(paths.lock))
+            local r, err, code = maqet.runner.launch{vm_name = row.name, vm_id = row.id, argv = qemu.argv(row, paths),
+              dir = paths.dir, runner_qmp = paths.runner_qmp, client_qmp = paths.client_qmp,
+              lock = paths.lock, claim_pid = tonumber(io.open("/proc/self/stat"):read("a"):match("^(%d+)"))}
+            print(r, code, err)
+            """, name: "claim.lua")
+        assertContains(result.stdout + result.stderr, "nil\tECLAIM\t")
+        assertContains(result.stdout, "no longer carries this start's claim")
+        XCTAssertEqual(vmRows(sandbox.databasePath, columns: ["status", "pid", "runner_pid", "qmp_socket_path"]), before)
+        XCTAssertEqual(qemus(of: sandbox, named: "taken"), [])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: runtimeDir(sandbox, id)))
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET status = 'stopped', runner_pid = NULL WHERE name = 'taken'")
+    }
+
+    func testARunnerWhoseRowWasTakenOverEndsItsQEMUAndLeavesTheRowAlone() throws {
+        let sandbox = makeSandbox()
+        insertVM(sandbox, "hijacked")
+        sandbox.maqet(["start", "hijacked"]).assertExit(0)
+        let row = status(sandbox, "hijacked")
+        let qemu = try XCTUnwrap(row["pid"] as? Int)
+        let runner = try XCTUnwrap(row["runner_pid"] as? Int)
+        // Someone else took the row over (it names another runner): the runner's next event
+        // write finds it is no longer its row, writes nothing and ends QEMU, which nobody owns.
+        let other = try unrelatedProcess()
+        defer { other.terminate(); other.waitUntilExit() }
+        _ = sqlite3(sandbox.databasePath, "UPDATE vm_instances SET runner_pid = \(other.processIdentifier) WHERE name = 'hijacked'")
+        sandbox.maqet(["qmp", "hijacked", "stop"]).assertExit(0) // a STOP event for the runner
+        XCTAssertTrue(eventually { !self.isAlive(qemu) && !self.isAlive(runner) }, "QEMU and its runner end")
+        XCTAssertEqual(column(sandbox, "hijacked", "runner_pid"), String(other.processIdentifier), "the runner wrote nothing")
+        XCTAssertEqual(column(sandbox, "hijacked", "status"), "running", "the runner wrote nothing")
+        XCTAssertTrue(other.isRunning)
+        // The next look records it (nothing of the VM lives: the lock is free).
+        sandbox.maqet(["ls"]).assertExit(0)
+        XCTAssertEqual(column(sandbox, "hijacked", "status"), "crashed")
+        XCTAssertTrue(other.isRunning, "the process named by the row is never signalled")
+        XCTAssertEqual(processes(of: sandbox), [])
+    }
 }
