@@ -326,10 +326,10 @@ end
 
 -- Start ----------------------------------------------------------------------------------------
 
---- Starts a VM through its per-VM runner. opts: timeout_s (default 30), no_wait.
---- Returns {name, status, pid, runner_pid, qmp_socket_path} or nil, message, code.
 local start_locked
 
+--- Starts a VM through its per-VM runner. opts: timeout_s (default 30), no_wait.
+--- Returns {name, status, pid, runner_pid, qmp_socket_path} or nil, message, code.
 function vm.start(name, opts)
     opts = opts or {}
     local row = row_by_name(name)
