@@ -32,9 +32,16 @@ public struct RunnerSpec: Equatable, Sendable {
     /// `--scripts-dir` of the command that started the VM, so the runner's hooks are the same
     /// edited copies.
     public var scriptsDir: String?
+    /// The VM's lock file (`VMLock`), held by the launching process and handed to the runner; nil:
+    /// the start takes no lock (a script's own launch).
+    public var lockPath: String?
+    /// The claim the row carries: the `runner_pid` the start wrote with status `starting`. The
+    /// runner's writes are compare-and-set on it (then on its own pid); nil: unconditional.
+    public var claimPID: Int?
 
     public init(vmName: String, vmID: String, argv: [String], dir: String, runnerQMP: String, clientQMP: String, timeoutMs: Int, dataDir: String,
-                qemuLog: String? = nil, runnerLog: String? = nil, historyLog: String? = nil, eventsLog: String? = nil, scriptsDir: String? = nil) {
+                qemuLog: String? = nil, runnerLog: String? = nil, historyLog: String? = nil, eventsLog: String? = nil, scriptsDir: String? = nil,
+                lockPath: String? = nil, claimPID: Int? = nil) {
         self.vmName = vmName
         self.vmID = vmID
         self.argv = argv
@@ -48,6 +55,8 @@ public struct RunnerSpec: Equatable, Sendable {
         self.historyLog = historyLog
         self.eventsLog = eventsLog
         self.scriptsDir = scriptsDir
+        self.lockPath = lockPath
+        self.claimPID = claimPID
     }
 
     public var specPath: String { (dir as NSString).appendingPathComponent("runner.json") }
@@ -69,6 +78,8 @@ public struct RunnerSpec: Equatable, Sendable {
         if let historyLog { members.append(("history_log", .string(historyLog))) }
         if let eventsLog { members.append(("events_log", .string(eventsLog))) }
         if let scriptsDir { members.append(("scripts_dir", .string(scriptsDir))) }
+        if let lockPath { members.append(("lock", .string(lockPath))) }
+        if let claimPID { members.append(("claim_pid", .integer(Int64(claimPID)))) }
         return .object(members)
     }
 
@@ -81,7 +92,8 @@ public struct RunnerSpec: Equatable, Sendable {
                   timeoutMs: try fields.int("timeout_ms"), dataDir: try fields.string("data_dir"),
                   qemuLog: try fields.optionalString("qemu_log"), runnerLog: try fields.optionalString("runner_log"),
                   historyLog: try fields.optionalString("history_log"), eventsLog: try fields.optionalString("events_log"),
-                  scriptsDir: try fields.optionalString("scripts_dir"))
+                  scriptsDir: try fields.optionalString("scripts_dir"),
+                  lockPath: try fields.optionalString("lock"), claimPID: try fields.optionalInt("claim_pid"))
     }
 
     public static func load(_ path: String) throws -> RunnerSpec {
@@ -215,6 +227,8 @@ public struct RunnerLaunchError: Error, CustomStringConvertible {
 public enum RunnerLauncher {
     /// The fd number the ready pipe has in the runner.
     public static let readyFD: Int32 = 3
+    /// The fd number the VM's lock (`spec.lockPath`, held by the launching process) has in the runner.
+    public static let lockFD: Int32 = 4
     /// Extra time the launcher grants past `timeoutMs` (the runner enforces the timeout itself and
     /// reports it; this only catches a runner that hangs).
     static let graceMs: Int64 = 5000
@@ -247,6 +261,15 @@ public enum RunnerLauncher {
     public static func launch(_ spec: RunnerSpec, noWait: Bool, executable: String = currentExecutable(),
                               shouldStop: () -> Bool = { false }) throws -> RunnerLaunch {
         reapExited()
+        var heldLock: Int32?
+        if let lockPath = spec.lockPath {
+            // The runner gets the very lock this process holds (the same open file description),
+            // so from before the row was claimed until the VM's last process ends, one holds it.
+            guard let fd = VMLock.descriptor(lockPath) else {
+                throw RunnerLaunchError("the VM's lock \(lockPath) is not held by this process; take it first (maqet.runner.lock)", code: "ENOLCK")
+            }
+            heldLock = fd
+        }
         try RuntimeDirectory.makePrivateDirectory(spec.dir)
         for path in [spec.runnerQMP, spec.clientQMP] { try RuntimeDirectory.checkSocketPath(path) }
         try writePrivateFile(spec.specPath, contents: Array(try spec.json.serialized().utf8))
@@ -268,10 +291,11 @@ public enum RunnerLauncher {
         var readOpen = true
         defer { if readOpen { _ = Glibc.close(readEnd) } }
 
-        let arguments = [executable, "__runner", "--spec", spec.specPath, "--ready-fd", String(readyFD), "--maqet-data-dir", spec.dataDir]
+        var arguments = [executable, "__runner", "--spec", spec.specPath, "--ready-fd", String(readyFD), "--maqet-data-dir", spec.dataDir]
+        if heldLock != nil { arguments += ["--lock-fd", String(lockFD)] }
         let runnerPID: pid_t
         do {
-            runnerPID = try spawnDetached(arguments, stderrPath: spec.runnerLogPath, readyWriteEnd: writeEnd)
+            runnerPID = try spawnDetached(arguments, stderrPath: spec.runnerLogPath, readyWriteEnd: writeEnd, lock: heldLock)
         } catch {
             _ = Glibc.close(writeEnd)
             RuntimeDirectory.removeVMDirectory(spec.dir, extraFiles: [spec.runnerQMP, spec.clientQMP])
@@ -351,14 +375,15 @@ public enum RunnerLauncher {
     }
 
     /// posix_spawn in a new session: stdin and stdout /dev/null, stderr appended to `stderrPath`,
-    /// `readyWriteEnd` as fd 3, every other descriptor closed.
-    static func spawnDetached(_ arguments: [String], stderrPath: String, readyWriteEnd: Int32) throws -> pid_t {
+    /// `readyWriteEnd` as fd 3, the VM's lock (when given) as fd 4, every other descriptor closed.
+    static func spawnDetached(_ arguments: [String], stderrPath: String, readyWriteEnd: Int32, lock: Int32? = nil) throws -> pid_t {
         let (child, rc) = ProcessSpawn.spawn(arguments, searchPath: false, newSession: true) { actions in
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
             posix_spawn_file_actions_adddup2(&actions, readyWriteEnd, readyFD)
-            Syscalls.addClosefrom(&actions, from: readyFD + 1)
+            if let lock { posix_spawn_file_actions_adddup2(&actions, lock, lockFD) }
+            Syscalls.addClosefrom(&actions, from: (lock == nil ? readyFD : lockFD) + 1)
         }
         guard rc == 0 else { throw SystemError(errno: rc, "cannot start the runner '\(arguments[0])'") }
         return child

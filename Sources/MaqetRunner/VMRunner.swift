@@ -20,6 +20,9 @@ public final class VMRunner {
     let spec: RunnerSpec
     let pid: pid_t = getpid()
     private var readyFD: Int32
+    /// The VM's lock (`VMLock`), handed over by the start; kept open for the runner's life and
+    /// passed on to QEMU. -1: the start took none.
+    private let lockFD: Int32
     private var signalFD: Int32 = -1
     private var qemuPID: pid_t = 0
     private var pidFD: Int32 = -1
@@ -32,13 +35,14 @@ public final class VMRunner {
     /// The Lua hooks; nil when they failed to load (the defaults apply).
     private var hooks: RunnerHooks?
 
-    init(spec: RunnerSpec, readyFD: Int32) {
+    init(spec: RunnerSpec, readyFD: Int32, lockFD: Int32) {
         self.spec = spec
         self.readyFD = readyFD
+        self.lockFD = lockFD
     }
 
     /// Runs the runner for the spec at `specPath`; returns the process exit status.
-    public static func main(specPath: String, readyFD: Int32?, dataDir: String?) -> Int32 {
+    public static func main(specPath: String, readyFD: Int32?, lockFD: Int32? = nil, dataDir: String?) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         umask(0o077)
         var spec: RunnerSpec
@@ -51,7 +55,7 @@ public final class VMRunner {
             return 1
         }
         if let dataDir, !dataDir.isEmpty { spec.dataDir = dataDir }
-        let runner = VMRunner(spec: spec, readyFD: readyFD ?? -1)
+        let runner = VMRunner(spec: spec, readyFD: readyFD ?? -1, lockFD: lockFD ?? -1)
         return runner.run()
     }
 
@@ -59,7 +63,11 @@ public final class VMRunner {
         log("runner \(pid) for \(spec.vmName) (\(spec.vmID))")
         do {
             try blockSignals()
+            if lockFD >= 0 {
+                do { try VMLock.adopt(lockFD) } catch { throw RunnerLaunchError("\(error)", code: "ENOLCK") }
+            }
             try startQEMU()
+            try recordSpawned()
             loadHooks()
             let qemuStatus = try waitUntilReady()
             try recordReady(qemuStatus: qemuStatus)
@@ -98,11 +106,16 @@ public final class VMRunner {
         guard logFD >= 0 else { throw SystemError(errno: errno, "cannot create \(spec.qemuLogPath)") }
         defer { _ = Glibc.close(logFD) }
 
+        // QEMU inherits the VM's lock as fd 3 (it never touches it): the lock then means "a
+        // process that owns this VM's disks lives", and a runner SIGKILLed while QEMU runs (even
+        // before the row names QEMU) still keeps every other start of the VM out.
+        let lockFD = self.lockFD
         let (child, rc) = ProcessSpawn.spawn(spec.argv, searchPath: true) { actions in
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             posix_spawn_file_actions_adddup2(&actions, logFD, 1)
             posix_spawn_file_actions_adddup2(&actions, logFD, 2)
-            Syscalls.addClosefrom(&actions, from: 3)
+            if lockFD >= 0 { posix_spawn_file_actions_adddup2(&actions, lockFD, 3) }
+            Syscalls.addClosefrom(&actions, from: lockFD >= 0 ? 4 : 3)
         }
         guard rc == 0 else {
             let error = SystemError(errno: rc, "cannot run '\(spec.argv[0])'")
@@ -117,6 +130,30 @@ public final class VMRunner {
         }
     }
 
+    /// With a claim (`spec.claimPID`): the row names QEMU and this runner at once, while QEMU is
+    /// still starting (status stays `starting`), compare-and-set on the claim (or on this runner's
+    /// pid, which `maqet start --no-wait` writes over its claim as soon as it knows it). A runner killed
+    /// from here on leaves a row that names its QEMU, so reconciliation finds it. When the row no
+    /// longer carries the claim (a reconciliation or another start took it over), nobody owns
+    /// this QEMU: the start fails and QEMU is killed.
+    private func recordSpawned() throws {
+        guard let claim = spec.claimPID else { return }
+        let changed: Int
+        do {
+            changed = try withDatabase { db in
+                try db.run("""
+                    UPDATE vm_instances SET pid = ?, runner_pid = ?, updated_at = CURRENT_TIMESTAMP
+                     WHERE id = ? AND status = 'starting' AND pid IS NULL AND runner_pid IN (?, ?)
+                    """, [.integer(Int64(qemuPID)), .integer(Int64(pid)), .text(spec.vmID), .integer(Int64(claim)), .integer(Int64(pid))])
+            }
+        } catch {
+            throw RunnerLaunchError("cannot record QEMU's pid for \(spec.vmName): \(error)", code: "EIO")
+        }
+        guard changed > 0 else {
+            throw RunnerLaunchError("the row of \(spec.vmName) no longer carries this start's claim (runner_pid \(claim)); another maqet took it over, so this QEMU is stopped", code: "ECLAIM")
+        }
+    }
+
     /// Builds the Lua state and loads `lifecycle/runner.lua` (QEMU is starting meanwhile, so this
     /// costs the start nothing while QEMU takes longer). A failure is logged; the defaults apply.
     private func loadHooks() {
@@ -126,11 +163,14 @@ public final class VMRunner {
         ]
         if let historyLog = spec.historyLog { paths.append(("history_log", .string(historyLog))) }
         if let eventsLog = spec.eventsLog { paths.append(("events_log", .string(eventsLog))) }
-        let context: JSONValue = .object([
+        if let lockPath = spec.lockPath { paths.append(("lock", .string(lockPath))) }
+        var members: [(key: String, value: JSONValue)] = [
             ("vm_name", .string(spec.vmName)), ("vm_id", .string(spec.vmID)),
             ("runner_pid", .integer(Int64(pid))), ("qemu_pid", .integer(Int64(qemuPID))),
             ("paths", .object(paths)),
-        ])
+        ]
+        if let claim = spec.claimPID { members.append(("claim_pid", .integer(Int64(claim)))) }
+        let context: JSONValue = .object(members)
         do {
             hooks = try RunnerHooks(spec: spec, context: context)
         } catch {
@@ -219,21 +259,26 @@ public final class VMRunner {
     }
 
     /// The default when no hook recorded the start: one UPDATE, the row says running with QEMU's
-    /// pid, this runner and the client monitor.
+    /// pid, this runner and the client monitor (compare-and-set on this run when it has a claim).
     private func defaultRecordRunning() throws {
         let changed: Int
+        let claimed = spec.claimPID != nil
         do {
             changed = try withDatabase { db in
                 try db.run("""
                     UPDATE vm_instances SET status = 'running', pid = ?, runner_pid = ?, qmp_socket_path = ?,
                            updated_at = CURRENT_TIMESTAMP
-                     WHERE id = ?
-                    """, [.integer(Int64(qemuPID)), .integer(Int64(pid)), .text(spec.clientQMP), .text(spec.vmID)])
+                     WHERE id = ?\(claimed ? " AND status = 'starting' AND runner_pid = ?" : "")
+                    """, [.integer(Int64(qemuPID)), .integer(Int64(pid)), .text(spec.clientQMP), .text(spec.vmID)]
+                        + (claimed ? [.integer(Int64(pid))] : []))
             }
         } catch {
             throw RunnerLaunchError("cannot record \(spec.vmName) as running: \(error)", code: "EIO")
         }
         guard changed > 0 else {
+            if claimed {
+                throw RunnerLaunchError("the row of \(spec.vmName) no longer belongs to this start; another maqet took it over, so this QEMU is stopped", code: "ECLAIM")
+            }
             throw RunnerLaunchError("no VM with id \(spec.vmID) in \(databasePath)", code: "ENOENT")
         }
     }

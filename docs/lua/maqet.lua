@@ -259,6 +259,8 @@ maqet.runner = {}
 ---@field runner_log? string   the runner's stderr (default <dir>/runner.log)
 ---@field history_log? string  the VM's history log (qemu.paths(row).history_log); none when absent
 ---@field events_log? string   the VM's events log (qemu.paths(row).events_log); none when absent
+---@field lock? string         the VM's lock file (qemu.paths(row).lock), held by this process (maqet.runner.lock): the runner gets it
+---@field claim_pid? integer   the runner_pid the row was claimed with (status starting): the runner's writes are compare-and-set on it
 
 ---@class maqet.RunnerLaunch
 ---@field pid? integer        QEMU's pid (absent with no_wait)
@@ -272,6 +274,27 @@ maqet.runner = {}
 ---@return string? message  "QEMU exited during start: <QEMU's stderr>", ...
 ---@return string? code     "EQEMU", "ETIMEDOUT", "ENOENT", "ERUNNER", "ENAMETOOLONG", ...
 function maqet.runner.launch(spec) end
+
+---Takes the VM's lock (an exclusive flock on `path`; the file is created 0600 in a 0700 folder)
+---without blocking. True when this process now holds it (also when it already did).
+---@param path string absolute path of the lock file (qemu.paths(row).lock)
+---@return true|nil ok
+---@return string? message  "… held by another process (the VM's start, runner or QEMU is alive)"
+---@return string? code     "EBUSY" (held by another process), "EPERM", "ENOTDIR", ...
+function maqet.runner.lock(path) end
+
+---Lets go of a lock this process holds (a runner it was handed to keeps holding it).
+---@param path string
+---@return boolean held whether this process held it
+function maqet.runner.unlock(path) end
+
+---Tests the VM's lock: "free" (no start, runner or QEMU of the VM lives), "held" (another process
+---holds it) or "mine" (this process holds it). Never creates the file.
+---@param path string
+---@return "free"|"held"|"mine"|nil state
+---@return string? message
+---@return string? code
+function maqet.runner.lock_state(path) end
 
 -- ---------------------------------------------------------------------------------------------
 -- maqet.json

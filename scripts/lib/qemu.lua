@@ -66,15 +66,20 @@ end
 --- Every file of a VM, named in this one place (the runner gets them in its spec and computes
 --- none). Runtime files, in <runtime dir>/<first 12 characters of its id>/ (removed when the VM
 --- ends): dir, runner_qmp, client_qmp, qemu_log, runner_log, spec, console_sock, console_lock.
+--- The VM's lock, outside that directory so it outlives every run: lock, <runtime dir>/locks/<id>.lock
+--- (0600 in a 0700 folder; held by the VM's start, runner and QEMU, see maqet.runner.lock; never
+--- removed, since a lock file unlinked while held would let a second holder in).
 --- Data-dir files, in <data dir>/logs/ (kept across stops and restarts): history_log (<name>.log),
 --- events_log (<name>.events.jsonl), console_log (<name>.console.log) and console_offset (where
 --- the current boot's output begins in the console log).
 ---@param vm table a vm_instances row (needs `id`; `name` for the data-dir files)
----@return {dir: string, runner_qmp: string, client_qmp: string, qemu_log: string, runner_log: string, spec: string, console_sock: string, console_lock: string, history_log: string|nil, events_log: string|nil, console_log: string|nil, console_offset: string|nil}
+---@return {lock: string, dir: string, runner_qmp: string, client_qmp: string, qemu_log: string, runner_log: string, spec: string, console_sock: string, console_lock: string, history_log: string|nil, events_log: string|nil, console_log: string|nil, console_offset: string|nil}
 function qemu.paths(vm)
     assert(vm and vm.id, "qemu.paths: the VM row has no id")
-    local dir = qemu.runtime_dir() .. "/" .. tostring(vm.id):sub(1, 12)
+    local root = qemu.runtime_dir()
+    local dir = root .. "/" .. tostring(vm.id):sub(1, 12)
     local paths = {
+        lock = root .. "/locks/" .. tostring(vm.id):gsub("[^%w._-]", "_") .. ".lock",
         dir = dir,
         runner_qmp = dir .. "/runner.qmp",
         client_qmp = dir .. "/qmp.sock",

@@ -7,14 +7,20 @@
 -- EPAUSED / EPANICKED the VM is in the wrong state for pause/resume/reset, or the QMP error class).
 -- Statuses and their transitions are defined in lib/status.lua.
 --
+-- One VM, one runner: the VM's lock (qemu.paths(row).lock, maqet.runner.lock) is taken by `start`
+-- before it claims the row and handed to the runner, which hands it to QEMU; it is free only when
+-- no start, runner or QEMU of the VM lives. Only the lock's holder may decide that a VM is dead and
+-- clean up after it; no pid is ever guessed for that.
+--
 -- Truthful state (vm.reconcile): a row in an active status (lib/status.lua) is checked against the real
 -- process: its QEMU pid must be alive (not a zombie) and its /proc/PID/cmdline must contain the
 -- VM's QMP socket path, so a reused PID is never taken for the VM. When QEMU is gone, its runner
--- records the exit (stopped for a clean exit, crashed otherwise). When the runner is gone too (or
--- does not record the exit within a second), nobody saw how QEMU ended: the row is recorded
+-- records the exit (stopped for a clean exit, crashed otherwise). When the lock is free (or the
+-- runner does not record the exit within a second), nobody saw how QEMU ended: the row is recorded
 -- crashed, the reason is appended to <datadir>/logs/<name>.log, pid/runner_pid/qmp_socket_path
--- are cleared and the VM's runtime directory is removed (after copying QEMU's last output to
--- that log).
+-- are cleared and, while holding the lock, the VM's runtime directory is removed (after copying
+-- QEMU's last output to that log). A `starting` row stays starting while the lock is held (its
+-- start or runner lives) and is recorded as soon as it is free, whatever process has its pid now.
 -- A live QEMU whose runner died stays running (get() says runner_missing = true).
 -- No write transaction is ever held while waiting on QEMU.
 
@@ -138,15 +144,42 @@ end
 
 -- Truthful state ---------------------------------------------------------------------------
 
---- Whether the row's runner_pid is really this VM's runner: alive, its command line names the
---- VM's runtime directory (the runner runs `maqet __runner --spec <dir>/runner.json`), and it did
---- not start after QEMU (a pid reused by a later process). While the row says `starting` without
---- a QEMU pid, runner_pid is the maqet process running the start, and being alive is enough.
+--- The state of the VM's lock: "free" (no start, runner or QEMU of it lives), "held" (one
+--- does), "mine" (this maqet holds it: it is starting or cleaning up the VM itself).
+---@param row table
+---@return "free"|"held"|"mine"
+function vm.lock_state(row)
+    local state, err = maqet.runner.lock_state(qemu.paths(row).lock)
+    if not state then
+        maqet.log.warn(("%s: cannot test its lock (%s); taken as held"):format(tostring(row.name), tostring(err)))
+        return "held"
+    end
+    return state
+end
+
+--- Takes the VM's lock unless this maqet holds it already. Returns a function that lets it go
+--- again (a no-op when it was held already), or nil when another process holds it.
+---@return fun()|nil release, string? message, string? code
+function vm.take_lock(row)
+    local path = qemu.paths(row).lock
+    if maqet.runner.lock_state(path) == "mine" then return function() end end
+    local ok, message, code = maqet.runner.lock(path)
+    if not ok then return nil, message, code end
+    return function() maqet.runner.unlock(path) end
+end
+
+--- Whether the row's runner is alive. Nobody is when the VM's lock is free (or held by this
+--- maqet). While the row says `starting` without a QEMU pid, the lock's holder is its start or
+--- runner, and it being held is enough. Otherwise runner_pid must be alive, its command line must
+--- name the VM's runtime directory (the runner runs `maqet __runner --spec <dir>/runner.json`)
+--- and it must not have started after QEMU (a pid reused by a later process).
 ---@param row table
 ---@param qemu_info? table maqet.process.info of the VM's QEMU, when known
-function vm.runner_alive(row, qemu_info)
+---@param lock? string the lock's state, when the caller tested it already
+function vm.runner_alive(row, qemu_info, lock)
+    if (lock or vm.lock_state(row)) ~= "held" then return false end
+    if row.status == "starting" and not row.pid then return true end
     if not row.runner_pid then return false end
-    if row.status == "starting" and not row.pid then return (vm.process_alive(row.runner_pid)) end
     local alive, info = vm.process_alive(row.runner_pid, qemu.paths(row).dir .. "/")
     if alive and qemu_info and info.start_time and qemu_info.start_time and info.start_time > qemu_info.start_time then
         return false
@@ -166,15 +199,31 @@ function vm.reconcile(row)
     local paths = qemu.paths(row)
     local marker = row.qmp_socket_path or paths.client_qmp
     local qemu_alive, qemu_info = vm.process_alive(row.pid, marker)
-    local runner_alive = vm.runner_alive(row, qemu_info)
+    local lock = vm.lock_state(row)
+    local runner_alive = vm.runner_alive(row, qemu_info, lock)
     if qemu_alive then
         row.alive = true
         row.runner_missing = not runner_alive
         row.process = qemu_info
+        if row.status == "starting" and not runner_alive then
+            -- The runner died after starting QEMU and before recording it: QEMU runs the VM's
+            -- disks, so the VM is running (without a runner); stop ends it like any other.
+            local changed = maqet.db:transaction(function(tx)
+                return assert(tx:exec([[UPDATE vm_instances SET status = 'running', qmp_socket_path = ?, updated_at = CURRENT_TIMESTAMP
+                        WHERE id = ? AND status = 'starting' AND pid IS ? AND runner_pid IS ?]],
+                    paths.client_qmp, row.id, row.pid, row.runner_pid))
+            end)
+            if changed > 0 then
+                vm.log(row.name, ("running without its runner: the runner (pid %s) died while QEMU (pid %d) was starting"):format(
+                    tostring(row.runner_pid), row.pid))
+                vm.record_state(row, "running", "reconciled")
+                row.status, row.qmp_socket_path = "running", paths.client_qmp
+            end
+        end
         return row
     end
-    if row.pid == nil and row.status == "starting" and runner_alive then
-        row.alive = false -- the runner is still launching QEMU
+    if row.status == "starting" and lock == "held" then
+        row.alive = false -- its start or runner is still launching QEMU (or reporting its failure)
         return row
     end
     if runner_alive then
@@ -201,16 +250,26 @@ function vm.reconcile(row)
     else
         reason = "the start never completed: the runner is gone and QEMU never ran"
     end
-    local changed = maqet.db:transaction(function(tx)
-        return assert(tx:exec([[UPDATE vm_instances
-                SET status = ?, pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
-                WHERE id = ? AND status = ? AND pid IS ? AND runner_pid IS ?]],
-            to, row.id, row.status, row.pid, row.runner_pid))
+    -- Holding the VM's lock, nobody can start it meanwhile, so its runtime directory is this
+    -- dead run's to remove. When another process holds the lock, the row is still recorded (the
+    -- update is a compare-and-set) but the directory is left to the lock's holder.
+    local release = vm.take_lock(row)
+    local ok, changed = pcall(function()
+        return maqet.db:transaction(function(tx)
+            return assert(tx:exec([[UPDATE vm_instances
+                    SET status = ?, pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                    WHERE id = ? AND status = ? AND pid IS ? AND runner_pid IS ?]],
+                to, row.id, row.status, row.pid, row.runner_pid))
+        end)
     end)
+    if not ok then
+        if release then release() end
+        error(changed, 0)
+    end
     if changed > 0 then
         if to == "crashed" then vm.log(row.name, "recorded crashed: " .. reason) end
         vm.record_state(row, to, "reconciled")
-        vm.remove_runtime_dir(row)
+        if release then vm.remove_runtime_dir(row) end
         maqet.log.info(("%s: recorded %s (%s)"):format(row.name, to, reason))
         row.status, row.pid, row.runner_pid, row.qmp_socket_path = to, nil, nil, nil
         row.reason = reason
@@ -218,6 +277,7 @@ function vm.reconcile(row)
         local fresh = row_by_name(row.name)
         if fresh then row = fresh end
     end
+    if release then release() end
     row.alive = false
     return row
 end
@@ -266,10 +326,45 @@ end
 
 -- Start ----------------------------------------------------------------------------------------
 
+local start_locked
+
 --- Starts a VM through its per-VM runner. opts: timeout_s (default 30), no_wait.
 --- Returns {name, status, pid, runner_pid, qmp_socket_path} or nil, message, code.
 function vm.start(name, opts)
     opts = opts or {}
+    local row = row_by_name(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    -- The VM's lock first: held from before the claim until the runner (and QEMU) have it, so no
+    -- other start can begin and no reconciliation can take this start for a dead one. It may be
+    -- held for a moment by an exiting runner or a reconciling maqet: then try again, briefly.
+    local deadline = maqet.now() + vm.lock_wait_s
+    local release, message, code
+    while true do
+        release, message, code = vm.take_lock(row)
+        if release then break end
+        if code ~= "EBUSY" then return nil, ("VM '%s' could not be started: %s"):format(name, message), code end
+        row = vm.reconcile(row_by_name(name) or row)
+        if vm.ACTIVE[row.status] then
+            return nil, ("VM '%s' is already %s (pid %s); stop it first with 'maqet stop %s'"):format(
+                name, row.status, tostring(row.pid or row.runner_pid or "-"), name), "EBUSY"
+        end
+        if maqet.now() >= deadline then
+            return nil, ("VM '%s' is being started or stopped by another maqet right now (its lock %s is held); try again"):format(
+                name, qemu.paths(row).lock), "EBUSY"
+        end
+        maqet.sleep(20)
+    end
+    local results = table.pack(pcall(start_locked, name, opts))
+    release()
+    if not results[1] then error(results[2], 0) end
+    return table.unpack(results, 2, results.n)
+end
+
+--- How long a start waits for the VM's lock that a process which is not running the VM holds.
+vm.lock_wait_s = 2
+
+-- vm.start, holding the VM's lock.
+start_locked = function(name, opts)
     local row = row_by_name(name)
     if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
     row = vm.reconcile(row)
@@ -284,7 +379,7 @@ function vm.start(name, opts)
 
     -- Claim the row: status 'starting' with this maqet as its runner_pid, so a second start of the
     -- same VM is refused and a concurrent `ls` sees a start in progress (not a dead VM). The runner
-    -- replaces runner_pid with its own when QEMU answers.
+    -- replaces runner_pid with its own (compare-and-set on this claim) as soon as QEMU is spawned.
     local me = vm.self_pid()
     local claimed = maqet.db:transaction(function(tx)
         return assert(tx:exec([[UPDATE vm_instances
@@ -294,10 +389,12 @@ function vm.start(name, opts)
     if claimed == 0 then
         return nil, ("VM '%s' is being started or changed by another maqet right now"):format(name), "EBUSY"
     end
+    -- Undoes the claim after a failed start. The runner may have replaced runner_pid (and set
+    -- pid) meanwhile; holding the VM's lock, nobody else can have claimed the row since.
     local function release()
         maqet.db:transaction(function(tx)
-            assert(tx:exec([[UPDATE vm_instances SET status = ?, runner_pid = NULL, updated_at = CURRENT_TIMESTAMP
-                    WHERE id = ? AND status = 'starting' AND runner_pid = ?]], row.status, row.id, me))
+            assert(tx:exec([[UPDATE vm_instances SET status = ?, pid = NULL, runner_pid = NULL, updated_at = CURRENT_TIMESTAMP
+                    WHERE id = ? AND status = 'starting']], row.status, row.id))
         end)
     end
 
@@ -319,6 +416,8 @@ function vm.start(name, opts)
             events_log = paths.events_log,
             timeout_ms = math.floor(timeout_s * 1000),
             no_wait = opts.no_wait and true or false,
+            lock = paths.lock, -- held by this maqet: the runner gets it
+            claim_pid = me, -- the runner's writes are compare-and-set on this claim
         })
     end)
     if not ok then
@@ -517,15 +616,40 @@ function vm.stop_rows(rows, opts)
             t.result.code = "ESTOP"
         else
             if vm.runner_alive(row) and not wait_pid(row.runner_pid, 3000) then
+                -- SIGCONT after SIGTERM, so a stopped (SIGSTOP) runner handles it; a runner that
+                -- still does not end is killed: its QEMU is gone, nothing of the VM is lost.
                 signal(row.runner_pid, "TERM")
-                wait_pid(row.runner_pid, 2000)
+                signal(row.runner_pid, "CONT")
+                if not wait_pid(row.runner_pid, 2000) then
+                    signal(row.runner_pid, "KILL")
+                    wait_pid(row.runner_pid, 2000)
+                end
             end
-            maqet.db:transaction(function(tx)
-                assert(tx:exec([[UPDATE vm_instances
-                        SET status = 'stopped', pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
-                        WHERE id = ? AND (pid IS NULL OR pid IS ?)]], row.id, row.pid))
+            -- With the VM's lock (free once the runner has gone), nobody can start the VM while
+            -- the row is written and its runtime directory removed.
+            local release = vm.take_lock(row)
+            local lock_deadline = maqet.now() + vm.lock_wait_s
+            while not release and maqet.now() < lock_deadline do
+                maqet.sleep(20)
+                release = vm.take_lock(row)
+            end
+            local ok, err = pcall(maqet.db.transaction, maqet.db, function(tx)
+                if release then
+                    assert(tx:exec([[UPDATE vm_instances
+                            SET status = 'stopped', pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                            WHERE id = ? AND (pid IS NULL OR pid IS ?)]], row.id, row.pid))
+                else
+                    -- Another maqet holds the lock (a new start): only this run's row is ours.
+                    assert(tx:exec([[UPDATE vm_instances
+                            SET status = 'stopped', pid = NULL, runner_pid = NULL, qmp_socket_path = NULL, updated_at = CURRENT_TIMESTAMP
+                            WHERE id = ? AND status = ? AND pid IS ? AND runner_pid IS ?]], row.id, row.status, row.pid, row.runner_pid))
+                end
             end)
-            vm.remove_runtime_dir(row)
+            if release then
+                if ok then vm.remove_runtime_dir(row) end
+                release()
+            end
+            if not ok then error(err, 0) end
             vm.record_state(row, "stopped", "stopped by: " .. (t.result.stopped_by or "nothing"))
             vm.log(row.name, "stopped by: " .. (t.result.stopped_by or "nothing (QEMU was not running)"))
             t.result.status = "stopped"

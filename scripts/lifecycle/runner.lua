@@ -12,16 +12,20 @@
 --                         shutdown}; record stopped/crashed and why.
 --
 -- ctx is the same table in every call (a hook may keep notes in it): vm_name, vm_id, runner_pid,
--- qemu_pid, qemu_start_time, qemu_status (from query-status), paths (every file of the VM, as
--- qemu.paths names them: dir, runner_qmp, client_qmp, qemu_log, runner_log, history_log,
--- events_log).
+-- qemu_pid, qemu_start_time, qemu_status (from query-status), claim_pid (the runner_pid `maqet
+-- start` claimed the row with; nil for a script's own maqet.runner.launch), paths (every file of
+-- the VM, as qemu.paths names them: lock, dir, runner_qmp, client_qmp, qemu_log, runner_log,
+-- history_log, events_log).
 --
 -- maqet.db opens on first use inside a hook and is closed after it: a hook that does not write
 -- never opens the database, and no connection is held while the runner waits on QEMU. Every
--- write is one UPDATE that only touches this run's row (`WHERE id = ? AND runner_pid = ?`), so a
--- runner never overwrites a row a later start or a reconciliation has taken over. When a hook
--- raises, the runner logs it and writes the safe default itself (on_ready: running; on_exit:
--- stopped for a clean exit, else crashed).
+-- write is one UPDATE that is a compare-and-set on this run's claim: the runner replaced the
+-- start's claim_pid with its own pid when it spawned QEMU (`WHERE id = ? AND status = 'starting'
+-- AND runner_pid = claim_pid`), and every later write says `WHERE id = ? AND runner_pid = ?`. A
+-- runner whose row was taken over (by a reconciliation or another start) writes nothing: on_ready
+-- fails the start (QEMU is killed) and on_event asks to end QEMU ("quit"), since nobody owns it.
+-- When a hook raises, the runner logs it and writes the safe default itself (on_ready: running;
+-- on_exit: stopped for a clean exit, else crashed).
 local status = require("maqet.lib.status")
 local events = require("maqet.lib.events")
 
@@ -42,15 +46,31 @@ local function move(ctx, to, reason)
     return changed > 0
 end
 
+--- Whether the row still carries this run (its runner_pid is this runner).
+local function owned(ctx)
+    local rows = assert(maqet.db:query("SELECT 1 AS ok FROM vm_instances WHERE id = ? AND runner_pid = ?", ctx.vm_id, ctx.runner_pid))
+    return rows[1] ~= nil
+end
+
 local hooks = {}
 
 function hooks.on_ready(ctx)
     -- QEMU started with -S (or paused by a script before we asked) is paused, not running.
     local now = ctx.qemu_status == "running" and "running" or "paused"
-    local changed = assert(maqet.db:exec([[UPDATE vm_instances
+    local sql = [[UPDATE vm_instances
             SET status = ?, pid = ?, runner_pid = ?, qmp_socket_path = ?, updated_at = CURRENT_TIMESTAMP
-            WHERE id = ?]], now, ctx.qemu_pid, ctx.runner_pid, ctx.paths.client_qmp, ctx.vm_id))
+            WHERE id = ?]]
+    local changed
+    if ctx.claim_pid then
+        changed = assert(maqet.db:exec(sql .. " AND status = 'starting' AND runner_pid = ?",
+            now, ctx.qemu_pid, ctx.runner_pid, ctx.paths.client_qmp, ctx.vm_id, ctx.runner_pid))
+    else
+        changed = assert(maqet.db:exec(sql, now, ctx.qemu_pid, ctx.runner_pid, ctx.paths.client_qmp, ctx.vm_id))
+    end
     if changed == 0 then
+        if ctx.claim_pid then
+            return nil, ("the row of %s no longer belongs to this start (another maqet took it over); QEMU is stopped"):format(ctx.vm_name), "ECLAIM"
+        end
         return nil, ("no VM with id %s in %s"):format(ctx.vm_id, maqet.db:path()), "ENOENT"
     end
     events.rotate(ctx.paths)
@@ -81,7 +101,11 @@ function hooks.on_event(ctx, event)
     local to, reason = status.after_event(event.name, data)
     if to then
         if ctx.panicked and to == "paused" then reason = "guest-panic" end
-        move(ctx, to, reason)
+        if not move(ctx, to, reason) and ctx.claim_pid and not owned(ctx) then
+            maqet.log.warn(("the row of %s no longer belongs to this runner: ending QEMU, which nobody owns"):format(ctx.vm_name))
+            history(ctx, "runner: the row no longer names this run; QEMU ended (nobody owns it)")
+            return "quit"
+        end
     end
 end
 

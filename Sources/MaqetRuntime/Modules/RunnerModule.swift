@@ -7,6 +7,9 @@ import MaqetCore
 enum RunnerModule {
     static let functions: [LuaRegistration] = [
         ("launch", launch),
+        ("lock", lock),
+        ("unlock", unlock),
+        ("lock_state", lockState),
     ]
 
     /// Reads the spec table at index 1.
@@ -53,10 +56,19 @@ enum RunnerModule {
             }
             return value
         }
+        let claimPID = try lua.integerField(1, "claim_pid", function)
+        if let claimPID, claimPID <= 0 || claimPID > Int64(Int32.max) {
+            throw LuaUsageError("\(function): spec.claim_pid must be a pid (an integer > 0), got \(claimPID)")
+        }
+        let lockPath = try optionalPath("lock")
+        if let lockPath, VMLock.descriptor(lockPath) == nil {
+            throw LuaUsageError("\(function): spec.lock \(lockPath) is not held by this process; take it first with maqet.runner.lock")
+        }
         return (RunnerSpec(vmName: vmName, vmID: vmID, argv: argv, dir: dir, runnerQMP: runnerQMP, clientQMP: clientQMP,
                            timeoutMs: Int(timeoutMs), dataDir: "",
                            qemuLog: try optionalPath("qemu_log"), runnerLog: try optionalPath("runner_log"),
-                           historyLog: try optionalPath("history_log"), eventsLog: try optionalPath("events_log")), noWait)
+                           historyLog: try optionalPath("history_log"), eventsLog: try optionalPath("events_log"),
+                           lockPath: lockPath, claimPID: claimPID.map { Int($0) }), noWait)
     }
 
     /// The state database scripts see as `maqet.db`, if it is open. (A write transaction on it
@@ -101,6 +113,59 @@ enum RunnerModule {
             lua.setRawField(-2, "runner_pid")
             lua.push(result.status)
             lua.setRawField(-2, "status")
+            return 1
+        }
+    }
+
+    /// The lock-file argument of the lock functions: an absolute path without NUL.
+    static func lockPath(_ lua: Lua, _ function: String) throws -> String {
+        let path = try lua.checkString(1, function, "path")
+        guard path.hasPrefix("/"), !path.utf8.contains(0), !path.hasSuffix("/") else {
+            throw LuaUsageError("\(function): path must be an absolute file path, got '\(path)'")
+        }
+        return path
+    }
+
+    /// `maqet.runner.lock(path)` → true when this process now holds the VM's lock (an exclusive
+    /// flock on `path`, created 0600 in a 0700 folder; true again when it already holds it), or
+    /// `nil, message, "EBUSY"` when another process (a start, a runner or a QEMU of the VM)
+    /// holds it, `nil, message, code` when the file cannot be used. Never blocks.
+    private static let lock: LuaFunction = { L in
+        Lua.call(L) { lua in
+            let function = "maqet.runner.lock"
+            let path = try lockPath(lua, function)
+            do {
+                guard try VMLock.acquire(path) else {
+                    return lua.fail("\(function) \(path): held by another process (the VM's start, runner or QEMU is alive)", code: "EBUSY")
+                }
+            } catch let error as SystemError {
+                return lua.fail(error.message, code: error.codeName)
+            }
+            lua.push(true)
+            return 1
+        }
+    }
+
+    /// `maqet.runner.unlock(path)` → whether this process held the lock at `path` (a runner it
+    /// was handed to keeps it).
+    private static let unlock: LuaFunction = { L in
+        Lua.call(L) { lua in
+            let path = try lockPath(lua, "maqet.runner.unlock")
+            lua.push(VMLock.release(path))
+            return 1
+        }
+    }
+
+    /// `maqet.runner.lock_state(path)` → "free" (no process of the VM lives), "held" (another
+    /// process holds it) or "mine" (this process does), or `nil, message, code`.
+    private static let lockState: LuaFunction = { L in
+        Lua.call(L) { lua in
+            let path = try lockPath(lua, "maqet.runner.lock_state")
+            do {
+                lua.push(try VMLock.state(of: path).rawValue)
+            } catch let error as SystemError {
+                return lua.fail(error.message, code: error.codeName)
+            }
             return 1
         }
     }

@@ -9,12 +9,14 @@ extension Maqet {
             commandName: "start",
             abstract: "Start a VM (its per-VM runner keeps it running after maqet exits).",
             discussion: """
-                Creates missing disk images that have a size (qemu-img), builds the QEMU command line \
+                Takes the VM's lock (<runtime dir>/locks/<id>.lock, held by the VM's start, runner and \
+                QEMU: while any of them lives no second start can begin, so one VM never gets two \
+                QEMUs), creates missing disk images that have a size (qemu-img), builds the QEMU command line \
                 (see 'maqet show-cmd NAME') and launches a detached per-VM runner. Returns once QEMU's \
                 QMP monitor answers query-status, or at once with --no-wait. QEMU that exits during \
                 start fails the command with QEMU's own message. The steps are \
                 scripts/lifecycle/start.lua (see 'maqet scripts list'). Exit status: 0 started; \
-                1 failed or already running; 5 no such VM; 124 QMP did not answer within --timeout.
+                1 failed, already running, or its lock is held; 5 no such VM; 124 QMP did not answer within --timeout.
                 """)
 
         @OptionGroup var global: GlobalOptions
