@@ -704,6 +704,25 @@ function maqet.fs.which(name) end
 ---@return string
 function maqet.fs.cwd() end
 
+---The names in a directory (without `.` and `..`), sorted.
+---@param dir string
+---@return string[]|nil names
+---@return string? message  "maqet.fs.list DIR: No such file or directory"
+---@return string? code     "ENOENT", "EACCES", "ENOTDIR", ...
+function maqet.fs.list(dir) end
+
+---@class maqet.FsSpace
+---@field free_bytes integer       free bytes on the file system
+---@field available_bytes integer  what an unprivileged user may still write
+---@field total_bytes integer      the file system's size
+
+---The space of the file system holding `path` (`statvfs`).
+---@param path string
+---@return maqet.FsSpace|nil space
+---@return string? message  "maqet.fs.space PATH: No such file or directory"
+---@return string? code     "ENOENT", "EACCES", ...
+function maqet.fs.space(path) end
+
 ---Takes an automatic, verified backup of the state database beside it
 ---(`instances.db.backup-YYYYMMDD-HHMMSS`, pruned to the newest `$MAQET_KEEP_BACKUPS`, default 5)
 ---and returns its path. Destructive workflows (apply, rm) call it first, so `maqet db restore`

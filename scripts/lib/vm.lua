@@ -187,6 +187,29 @@ function vm.runner_alive(row, qemu_info, lock)
     return alive
 end
 
+-- VMs left running by the published (Python) maqet ---------------------------------------------
+-- A row adopted from the published maqet while its VM ran names that tool's runner
+-- (`python3 -m maqet.vm_runner <vm id> <db path>`) in runner_pid, and its QEMU in pid; that QEMU
+-- is a QMP *client* of the runner's socket (qmp_socket_path, `-chardev socket,path=…` without
+-- server=on), so only their runner can talk to it. Such a VM is running, not "runner missing".
+
+--- The published maqet's runner of `row`, when runner_pid is a live process whose command line
+--- runs their `maqet.vm_runner` module for this VM's id: its maqet.process.info, else nil.
+---@param row table
+---@return table|nil
+function vm.python_runner(row)
+    if not row.runner_pid or not row.id then return nil end
+    local info = proc_info(row.runner_pid)
+    if not info or info.state == "Z" then return nil end
+    local module, id = false, false
+    for _, word in ipairs(info.cmdline or {}) do
+        if word == "maqet.vm_runner" or word:find("maqet/vm_runner.py", 1, true) then module = true end
+        if word == row.id then id = true end
+    end
+    if module and id then return info end
+    return nil
+end
+
 --- Checks an active row against the real processes; records the truth when it differs.
 --- Returns the (possibly updated) row with `alive` and `runner_missing` set.
 ---@param row table a vm_instances row
@@ -205,6 +228,13 @@ function vm.reconcile(row)
         row.alive = true
         row.runner_missing = not runner_alive
         row.process = qemu_info
+        if not runner_alive then
+            local python = vm.python_runner(row)
+            if python and not (python.start_time and qemu_info.start_time and python.start_time > qemu_info.start_time) then
+                row.runner_missing = false
+                row.runner_kind = "python-maqet"
+            end
+        end
         if row.status == "starting" and not runner_alive then
             -- The runner died after starting QEMU and before recording it: QEMU runs the VM's
             -- disks, so the VM is running (without a runner); stop ends it like any other.
@@ -226,8 +256,9 @@ function vm.reconcile(row)
         row.alive = false -- its start or runner is still launching QEMU (or reporting its failure)
         return row
     end
-    if runner_alive then
-        -- QEMU is gone but its runner lives: it is recording the exit right now.
+    if runner_alive or vm.python_runner(row) then
+        -- QEMU is gone but its runner (ours or the published maqet's) lives: it is recording
+        -- the exit right now.
         wait_pid(row.runner_pid, 1000)
         local fresh = row_by_name(row.name)
         if not fresh or fresh.id ~= row.id then return fresh or row end
@@ -282,9 +313,10 @@ function vm.reconcile(row)
     return row
 end
 
---- Reconciles every active row; returns the rows that changed ({name, from, to}).
+--- Reconciles every active row; returns the rows that changed ({name, from, to}) and, by name,
+--- the runner of rows that run without maqet's own ("missing", "python-maqet").
 function vm.reconcile_all()
-    local changed = {}
+    local changed, runners = {}, {}
     for _, row in ipairs(assert(maqet.db:query(
         "SELECT * FROM vm_instances WHERE status IN " .. status.sql_list(status.active_list()) .. " ORDER BY name"))) do
         local before = row.status
@@ -292,8 +324,13 @@ function vm.reconcile_all()
         if after.status ~= before then
             changed[#changed + 1] = { name = row.name, from = before, to = after.status, reason = after.reason }
         end
+        if after.alive and after.runner_kind then
+            runners[row.name] = after.runner_kind
+        elseif after.alive and after.runner_missing then
+            runners[row.name] = "missing"
+        end
     end
-    return changed
+    return changed, runners
 end
 
 -- Queries ------------------------------------------------------------------------------------
@@ -457,6 +494,8 @@ end
 -- Stop ------------------------------------------------------------------------------------------
 
 vm.default_powerdown_interval_s = 2
+--- How long a stop waits for the published maqet's runner to end its QEMU (SIGTERM to it).
+vm.python_stop_wait_s = 10
 
 local function connect(path)
     if not path or not maqet.qmp then return nil end
@@ -492,8 +531,15 @@ end
 --- each); force: SIGKILL at once. A row that says `starting` is waited for first (within
 --- timeout_s): once its start has finished it is stopped like the others; a start that failed
 --- leaves nothing to stop (start_failed = true).
---- Returns one result per row: {name, status, stopped_by = "powerdown"|"quit"|"SIGTERM"|"SIGKILL"|nil,
---- was_running, powerdowns (how many were sent), start_failed} or {name, error, code}.
+--- opts.no_powerdown: begin the ladder at QMP quit (cleanup ends orphans this way).
+--- A VM running under the published (Python) maqet's runner (row.runner_kind "python-maqet") is
+--- first asked to stop through that runner: SIGTERM, its own stop path, which sends QMP quit to
+--- QEMU over the one monitor QEMU has (a client connection to their runner, so maqet cannot send
+--- ACPI powerdown itself); when QEMU is still there after python_stop_wait_s, the ladder goes on
+--- with SIGTERM and SIGKILL to QEMU.
+--- Returns one result per row: {name, status, stopped_by = "powerdown"|"quit"|"SIGTERM"|"SIGKILL"|
+--- "python-maqet runner (quit)"|nil, was_running, powerdowns (how many were sent), start_failed}
+--- or {name, error, code}.
 function vm.stop_rows(rows, opts)
     opts = opts or {}
     local timeout_s = tonumber(opts.timeout_s) or vm.default_stop_timeout_s
@@ -574,19 +620,36 @@ function vm.stop_rows(rows, opts)
     end
 
     wait_all(0, nil) -- a VM that died meanwhile
+    for _, t in ipairs(pending) do
+        if not t.done and t.row.runner_kind == "python-maqet" then
+            t.gave_up = true -- its monitor is their runner's; no QMP from here
+            t.result.runner = "python-maqet"
+            if not opts.force and vm.python_runner(t.row) then
+                signal(t.row.runner_pid, "TERM")
+                t.asked_python = true
+            end
+        end
+    end
+    for _, t in ipairs(pending) do
+        if t.asked_python and wait_pid(t.pid, vm.python_stop_wait_s * 1000) then
+            t.done = true
+            t.result.stopped_by = "python-maqet runner (quit)"
+        end
+    end
     if opts.force then
         for _, t in ipairs(pending) do if not t.done then signal(t.pid, "KILL") end end
         wait_all(after(5000), "SIGKILL")
     else
         -- A QEMU whose monitor does not answer (wedged, SIGSTOPped) is not waited on for ACPI
         -- or quit: each QMP call has a timeout and the escalation moves on to signals.
-        while remaining() and maqet.now() < deadline do
+        while remaining() and maqet.now() < deadline and not opts.no_powerdown do
             if not powerdown() then break end
             wait_all(math.min(deadline, after(interval_s * 1000)), "powerdown")
         end
         if remaining() then
             local sent = false
             for _, t in ipairs(pending) do
+                if not t.done and not t.conn and not t.gave_up then t.conn = connect(t.socket) end
                 if not t.done and t.conn then
                     local ok = t.conn:execute("quit", nil, { timeout_ms = vm.qmp_timeout_ms })
                     sent = sent or ok ~= nil
@@ -615,7 +678,15 @@ function vm.stop_rows(rows, opts)
             t.result.error = ("did not stop: QEMU (pid %d) is still there after SIGKILL"):format(t.pid)
             t.result.code = "ESTOP"
         else
-            if vm.runner_alive(row) and not wait_pid(row.runner_pid, 3000) then
+            if row.runner_kind == "python-maqet" and vm.python_runner(row) and not wait_pid(row.runner_pid, 3000) then
+                -- Their runner records the end in the row itself and exits; one that does not is
+                -- ended (it is still their runner of this VM: checked just before).
+                signal(row.runner_pid, "TERM")
+                if not wait_pid(row.runner_pid, 2000) and vm.python_runner(row) then
+                    signal(row.runner_pid, "KILL")
+                    wait_pid(row.runner_pid, 2000)
+                end
+            elseif vm.runner_alive(row) and not wait_pid(row.runner_pid, 3000) then
                 -- SIGCONT after SIGTERM, so a stopped (SIGSTOP) runner handles it; a runner that
                 -- still does not end is killed: its QEMU is gone, nothing of the VM is lost.
                 signal(row.runner_pid, "TERM")

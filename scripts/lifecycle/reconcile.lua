@@ -7,6 +7,9 @@ local vm = require("maqet.lib.vm")
 return {
     description = "Record the true state of VMs whose rows say running",
     run = function()
-        return { changed = maqet.json.array(vm.reconcile_all()) }
+        local changed, runners = vm.reconcile_all()
+        -- runners: {name = "missing"|"python-maqet"} for VMs running without maqet's own runner
+        -- (`maqet ls` notes them in its table).
+        return { changed = maqet.json.array(changed), runners = runners }
     end,
 }

@@ -13,7 +13,10 @@ return {
         local disks = 0
         for _ in ipairs(config.storage or {}) do disks = disks + 1 end
         local runner
-        if vm.ACTIVE[row.status] then runner = row.runner_missing and "missing" or "running" end
+        if vm.ACTIVE[row.status] then
+            -- "python-maqet": the VM runs under the published (Python) maqet's runner (lib/vm.lua).
+            runner = row.runner_kind == "python-maqet" and "python-maqet" or (row.runner_missing and "missing" or "running")
+        end
         return {
             name = row.name,
             id = row.id,

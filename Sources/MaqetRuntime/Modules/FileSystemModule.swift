@@ -10,6 +10,8 @@ enum FileSystemModule {
         ("realpath", realpath_),
         ("which", which),
         ("cwd", cwd),
+        ("list", list),
+        ("space", space),
     ]
 
     /// `maqet.fs.stat(path)`: `{type = "file"|"directory"|"link"|"socket"|"fifo"|"device",
@@ -112,6 +114,56 @@ enum FileSystemModule {
     private static let cwd: LuaFunction = { L in
         Lua.call(L) { lua in
             lua.push(FileManager.default.currentDirectoryPath)
+            return 1
+        }
+    }
+    /// `maqet.fs.list(dir)`: the names in a directory (without `.` and `..`), sorted, or
+    /// `nil, "maqet.fs.list DIR: reason", "ENOENT"`. The corresponding C functions are
+    /// `opendir` and `readdir`.
+    private static let list: LuaFunction = { L in
+        Lua.call(L) { lua in
+            let path = try lua.checkPath(1, "maqet.fs.list", "dir")
+            guard let dir = opendir(path) else {
+                let code = errno
+                return lua.fail("maqet.fs.list \(path): \(String(cString: strerror(code)))", code: errnoName(code))
+            }
+            var names: [String] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(dir)
+            names.sort()
+            lua.newTable(arrayCount: Int32(clamping: names.count))
+            for (i, name) in names.enumerated() {
+                lua.push(name)
+                lua.setRawIndex(-2, Int64(i + 1))
+            }
+            return 1
+        }
+    }
+
+    /// `maqet.fs.space(path)`: `{free_bytes =, available_bytes =, total_bytes =}` of the file
+    /// system holding `path` (available: what an unprivileged user may still write), or
+    /// `nil, "maqet.fs.space PATH: reason", "ENOENT"`. The corresponding C function is `statvfs`.
+    private static let space: LuaFunction = { L in
+        Lua.call(L) { lua in
+            let path = try lua.checkPath(1, "maqet.fs.space", "path")
+            var info = statvfs()
+            guard statvfs(path, &info) == 0 else {
+                let code = errno
+                return lua.fail("maqet.fs.space \(path): \(String(cString: strerror(code)))", code: errnoName(code))
+            }
+            let unit = Int64(info.f_frsize)
+            lua.newTable(recordCount: 3)
+            lua.push(Int64(info.f_bfree) * unit)
+            lua.setRawField(-2, "free_bytes")
+            lua.push(Int64(info.f_bavail) * unit)
+            lua.setRawField(-2, "available_bytes")
+            lua.push(Int64(info.f_blocks) * unit)
+            lua.setRawField(-2, "total_bytes")
             return 1
         }
     }

@@ -38,11 +38,11 @@ extension Maqet {
             do {
                 try checkStatusFilter()
                 let store = try StateStore.open(global.stateConfiguration, verbosity: global.verbosity, notice: global.notice)
-                try reconcileIfRunning(store)
+                let runners = try reconcileIfRunning(store)
                 var out = OutputBuffer(capacity: 1 << 16)
                 switch format {
                 case .json: try listJSON(store.database, into: &out)
-                case .table, .plain: try listRows(store.database, table: format == .table, into: &out)
+                case .table, .plain: try listRows(store.database, table: format == .table, runners: runners, into: &out)
                 }
                 out.flush()
             } catch {
@@ -65,7 +65,10 @@ extension Maqet {
         /// Truthful state: when a row is in an active status (scripts/lib/status.lua says which),
         /// scripts/lifecycle/reconcile.lua checks it against the real processes first. The common
         /// case (nothing active) costs a small Lua state, one require and one query.
-        private func reconcileIfRunning(_ store: StateStore) throws {
+        /// Returns, by VM name, the runner of VMs running without maqet's own (reconcile.lua's
+        /// `runners`: "missing", "python-maqet"), which the table notes beside the status.
+        @discardableResult
+        private func reconcileIfRunning(_ store: StateStore) throws -> [String: String] {
             let database = store.database
             let runtime = global.makeRuntime()
             runtime.stateConfiguration = store.configuration
@@ -74,19 +77,25 @@ extension Maqet {
                 active = try withExtendedLifetime(runtime) { try runtime.activeStatuses() }
             } catch let error as MaqetError {
                 global.notice("warning: the running VMs were not checked (\(error.message)); statuses are as recorded")
-                return
+                return [:]
             }
-            guard !active.isEmpty else { return }
+            guard !active.isEmpty else { return [:] }
             let list = active.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
             let found = try database.scalar("SELECT EXISTS (SELECT 1 FROM vm_instances WHERE status IN (\(list)))")
-            guard case .integer(1)? = found else { return }
+            guard case .integer(1)? = found else { return [:] }
             runtime.exposeStateDatabase(database)
             do {
-                _ = try withExtendedLifetime(runtime) { try runtime.runWorkflow("lifecycle/reconcile.lua") }
+                let result = try withExtendedLifetime(runtime) { try runtime.runWorkflow("lifecycle/reconcile.lua") }
+                var runners: [String: String] = [:]
+                if case .object(let fields)? = result["runners"] {
+                    for (name, value) in fields { if case .string(let runner) = value { runners[name] = runner } }
+                }
+                return runners
             } catch let error as MaqetError {
                 // A broken edited reconcile.lua must not hide the list: say so, list the rows as stored.
                 global.notice("warning: the running VMs were not checked (\(error.message)); statuses are as recorded")
             }
+            return [:]
         }
 
         private func bind(_ statement: Statement) throws {
@@ -95,7 +104,7 @@ extension Maqet {
 
         private var whereClause: String { status == nil ? "" : " WHERE status = ?" }
 
-        private func listRows(_ database: Database, table: Bool, into out: inout OutputBuffer) throws {
+        private func listRows(_ database: Database, table: Bool, runners: [String: String] = [:], into out: inout OutputBuffer) throws {
             let statement = try database.prepare("SELECT name, status, pid, created_at FROM vm_instances\(whereClause) ORDER BY name")
             defer { statement.finalize() }
             try bind(statement)
@@ -117,11 +126,14 @@ extension Maqet {
             let header = ["VM Name", "Status", "PID", "Created"].map { Array($0.utf8) }
             var widths = header.map(\.count)
             while try statement.step() {
+                var rowName = ""
                 for column in 0..<4 {
                     let start = flat.count
                     statement.withBytes(at: column) { bytes in
                         if let bytes { flat.append(contentsOf: bytes) } else { flat.append(0x2D) }
                     }
+                    if column == 0, !runners.isEmpty { rowName = String(decoding: flat[start...], as: UTF8.self) }
+                    if column == 1, let runner = runners[rowName] { flat.append(contentsOf: Array(runnerCellNote(runner).utf8)) }
                     ends.append(flat.count)
                     widths[column] = max(widths[column], displayWidth(flat[start..<flat.count]))
                 }
@@ -197,4 +209,9 @@ extension Maqet {
             out.line(count == 0 ? "]" : "\n]")
         }
     }
+}
+
+/// The `maqet ls` table's note beside the status of a VM that runs without maqet's own runner.
+func runnerCellNote(_ runner: String) -> String {
+    runner == "python-maqet" ? " (under the Python maqet's runner)" : " (runner missing)"
 }

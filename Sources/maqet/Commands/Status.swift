@@ -13,7 +13,7 @@ extension Maqet {
                 stopped or crashed; see docs/lifecycle.md). 'last log' is the last line of \
                 <datadir>/logs/NAME.log, where the runner and maqet write why QEMU exited. \
                 --format json prints every field (null when unknown). The steps are \
-                scripts/lifecycle/status.lua. Exit status: 0; 5 no such VM.
+                scripts/lifecycle/status.lua. A VM adopted from the published (Python) maqet while                 it ran says 'running (under the Python maqet's runner)' (runner: python-maqet);                 'maqet stop' ends it through that runner. Exit status: 0; 5 no such VM.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -31,7 +31,7 @@ extension Maqet {
             let config = result["config"]
             var lines: [(String, String)] = [
                 ("Name", field("name")),
-                ("Status", field("status") + (result["runner"] == .string("missing") ? " (runner missing: QEMU runs without its runner)" : "")),
+                ("Status", field("status") + runnerNote(result["runner"])),
                 ("PID", field("pid")),
                 ("Runner PID", field("runner_pid")),
                 ("QMP socket", field("qmp_socket_path")),
@@ -51,5 +51,14 @@ extension Maqet {
             let width = lines.map(\.0.count).max() ?? 0
             for (key, value) in lines { print(padded(key + ":", width + 1) + " " + value) }
         }
+    }
+}
+
+/// What the status line adds about the VM's runner (status.lua's `runner`).
+func runnerNote(_ runner: JSONValue?) -> String {
+    switch runner {
+    case .string("missing")?: return " (runner missing: QEMU runs without its runner)"
+    case .string("python-maqet")?: return " (under the Python maqet's runner)"
+    default: return ""
     }
 }
