@@ -26,7 +26,7 @@ return {
             runner_pid = row.runner_pid or null,
             runner = runner or null,
             qmp_socket_path = row.qmp_socket_path or null,
-            runner_socket_path = vm.ACTIVE[row.status] and paths.runner_qmp or null,
+            runner_socket_path = (vm.ACTIVE[row.status] and runner ~= "python-maqet") and paths.runner_qmp or null,
             uptime_s = row.uptime_s and math.floor(row.uptime_s) or null,
             config = {
                 binary = config.binary or qemu.default_binary,
