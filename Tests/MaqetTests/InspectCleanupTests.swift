@@ -131,7 +131,9 @@ final class InspectCleanupTests: SandboxTestCase {
         let staleDir = "\(root)/\(removedID.prefix(12))"
         try FileManager.default.createDirectory(atPath: staleDir, withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: staleDir + "/qemu.log", contents: Data("old\n".utf8))
-        let staleLock = "\(root)/locks/\(removedID).lock"
+        let removedLock = "\(root)/locks/\(removedID).lock" // maqet's: never removed (architecture.md)
+        FileManager.default.createFile(atPath: removedLock, contents: Data())
+        let staleLock = "\(root)/locks/oldvm.lock" // the published maqet's start lock, by name
         FileManager.default.createFile(atPath: staleLock, contents: Data())
         let gLock = "\(root)/locks/\(column(sandbox, "g", "id")).lock"
         XCTAssertTrue(FileManager.default.fileExists(atPath: gLock))
@@ -179,6 +181,7 @@ final class InspectCleanupTests: SandboxTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: path), path)
         }
         XCTAssertTrue(FileManager.default.fileExists(atPath: gLock), "the lock of an existing VM is never removed")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: removedLock), "nor a maqet lock of a VM it does not know")
         XCTAssertTrue(FileManager.default.fileExists(atPath: notOurs), "a file maqet did not make is left alone")
         XCTAssertTrue(unrelated.isRunning, "the unrelated process was never signalled")
         XCTAssertEqual(column(sandbox, "decoy", "status"), "crashed")
@@ -186,6 +189,40 @@ final class InspectCleanupTests: SandboxTestCase {
         let again = sandbox.maqet(["cleanup", "--force"])
         again.assertExit(0)
         XCTAssertTrue(again.stdout.contains("Nothing to clean up."), again.stdout)
+    }
+
+    func testCleanupEndsAQEMUWhoseRowWasRemovedButNeverAnotherDataDirectorysVM() throws {
+        let sandbox = makeSandbox()
+        let other = sandbox.root.file("other-data") // a second data directory, same runtime directory
+        func inOther(_ arguments: [String]) -> CLIResult {
+            sandbox.maqet(["--maqet-data-dir", other] + arguments, useDataDirOption: false)
+        }
+        inOther(["add", sandbox.write("b.yaml", "name: b\n" + Self.guestless)]).assertExit(0)
+        inOther(["start", "b"]).assertExit(0)
+        let otherQEMU = pid_t(sqlite3(other + "/instances.db", "SELECT pid FROM vm_instances WHERE name = 'b'")
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let otherID = sqlite3(other + "/instances.db", "SELECT id FROM vm_instances WHERE name = 'b'")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let otherDir = "\(runtimeRoot(sandbox))/\(otherID.prefix(12))"
+
+        sandbox.maqet(["add", sandbox.write("h.yaml", "name: h\n" + Self.guestless)]).assertExit(0)
+        sandbox.maqet(["start", "h"]).assertExit(0)
+        let qemu = pid_t(column(sandbox, "h", "pid")) ?? -1
+        _ = sqlite3(sandbox.databasePath, "DELETE FROM vm_instances WHERE name = 'h'") // removed behind maqet's back
+
+        let dry = json(sandbox.maqet(["cleanup", "--dry-run", "--format", "json"]))
+        let orphans = (dry["orphans"] as? [[String: Any]]) ?? []
+        XCTAssertEqual(orphans.map { $0["pid"] as? Int }, [Int(qemu)], "only this data directory's QEMU: \(orphans)")
+        XCTAssertTrue(orphans.first?["name"] is NSNull)
+
+        sandbox.maqet(["cleanup", "--force"]).assertExit(0)
+        XCTAssertTrue(eventually { isGone(qemu) })
+        XCTAssertFalse(isGone(otherQEMU), "another data directory's VM is not an orphan")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: otherDir), "nor is its runtime directory stale")
+        XCTAssertEqual(sqlite3(other + "/instances.db", "SELECT status FROM vm_instances WHERE name = 'b'")
+            .trimmingCharacters(in: .whitespacesAndNewlines), "running")
+        inOther(["stop", "b", "--force"]).assertExit(0)
+        XCTAssertTrue(eventually { self.processes(of: sandbox).isEmpty }, "h's runner ends once its QEMU has")
     }
 
     // MARK: - doctor

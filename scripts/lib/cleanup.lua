@@ -8,15 +8,25 @@
 --   (<runtime dir>/<id prefix>/qmp.sock) that no row owns (its row was removed). Each is
 --   identified by pid + start time + that command line, checked again right before every
 --   signal, so an unrelated process that reused the pid is never touched. It is ended with QMP
---   quit (QEMU flushes its disks), then SIGTERM, then SIGKILL.
+--   quit (QEMU flushes its disks), then SIGTERM, then SIGKILL. A QEMU without a row counts only
+--   when its runtime directory's runner.json names this data directory: several data
+--   directories (--maqet-data-dir) share one runtime directory, and another one's VMs are not
+--   orphans.
 -- - Runtime directories (<runtime dir>/<id prefix>/) of no live VM: no row in an active status
---   owns them and the VM's lock is free (taken while the directory is removed).
--- - Lock files (<runtime dir>/locks/*.lock) of VMs that no longer exist, when free. A lock of an
---   existing VM is never removed (see docs/architecture.md: the lock).
+--   owns them and the VM's lock is free (taken while the directory is removed); one without a row
+--   only when no lock of that id prefix is held, no live process names it and its runner.json
+--   (if any) names this data directory.
+-- - Lock files: maqet's own (<runtime dir>/locks/<vm id>.lock) are never removed, whatever VM
+--   they belong to: a lock file unlinked while another maqet is taking it would let a second
+--   holder in (docs/architecture.md), and the VM may belong to another data directory. The
+--   published maqet's CLI start locks (locks/<name as typed>.lock, not a VM id) are removed when
+--   free.
 -- - Files the published (Python) maqet left in <runtime dir>/sockets and /pids
---   (<vm id>.sock, .auth, .pid) for VMs that its runner no longer runs.
+--   (<vm id>.sock, .auth, .pid) for VMs that no live runner of theirs runs (of this database
+--   or another).
 local vm = require("maqet.lib.vm")
 local qemu = require("maqet.lib.qemu")
+local read_file = require("maqet.lib.files").read
 
 local cleanup = {}
 
@@ -61,6 +71,24 @@ local function same_process(pid, expected)
     return true
 end
 
+--- Whether `name` has the shape of a VM id (maqet and the published maqet make UUIDs).
+local function is_vm_id(name)
+    return name:match("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$") ~= nil
+end
+
+--- The data directory a per-VM runtime directory's runner.json names, or nil.
+local function spec_data_dir(dir)
+    local text = read_file(dir .. "/runner.json")
+    local spec = text and maqet.json.decode(text)
+    return type(spec) == "table" and type(spec.data_dir) == "string" and spec.data_dir or nil
+end
+
+--- Whether `data_dir` is this command's data directory.
+local function our_data_dir(data_dir)
+    local mine = maqet.data_dir()
+    return data_dir ~= nil and mine ~= nil and maqet.fs.realpath(data_dir) == maqet.fs.realpath(mine)
+end
+
 --- Live processes (pid -> maqet.process.info) from /proc.
 local function processes()
     local list = {}
@@ -100,25 +128,33 @@ function cleanup.plan()
         end
     end
 
-    -- QEMUs naming a maqet socket of no row (the row was removed while QEMU ran).
+    -- QEMUs naming a maqet socket of no row (the row was removed while QEMU ran), and every
+    -- runtime directory some live process names (never removed).
     local entries = maqet.fs.list(root) or {}
-    local rowless_dirs = {}
-    for _, name in ipairs(entries) do
-        if not by_prefix[name] and not cleanup.shared_dirs[name] then rowless_dirs[name] = true end
-    end
-    if next(rowless_dirs) then
-        for pid, info in pairs(processes()) do
-            if is_qemu(info) then
-                for dir, socket in pairs(named_sockets(info, root)) do
-                    if rowless_dirs[dir] then
-                        plan.orphans[#plan.orphans + 1] = { name = nil, id = dir, pid = pid, process = info, socket = socket }
-                        live_prefix[dir] = true -- its directory goes after it has ended
-                        break
-                    end
+    local named = {}
+    local in_root = (root:gsub("%p", "%%%0")) .. "/([^/,]+)/"
+    for pid, info in pairs(processes()) do
+        local their_runner = false
+        for _, word in ipairs(info.cmdline or {}) do
+            local dir = word:match(in_root)
+            if dir then named[dir] = true end
+            if word == "maqet.vm_runner" or word:find("maqet/vm_runner.py", 1, true) then their_runner = true end
+        end
+        if their_runner then
+            -- A live runner of the published maqet (of this database or another): its files stay.
+            for _, word in ipairs(info.cmdline) do python_ids[word] = true end
+        end
+        if is_qemu(info) then
+            for dir, socket in pairs(named_sockets(info, root)) do
+                if not by_prefix[dir] and our_data_dir(spec_data_dir(root .. "/" .. dir)) then
+                    plan.orphans[#plan.orphans + 1] = { name = nil, id = dir, pid = pid, process = info, socket = socket }
+                    live_prefix[dir] = true -- its directory goes after it has ended
+                    break
                 end
             end
         end
     end
+    local locks = maqet.fs.list(root .. "/locks") or {}
 
     -- Per-VM runtime directories of no live VM.
     for _, name in ipairs(entries) do
@@ -126,22 +162,35 @@ function cleanup.plan()
         local st = maqet.fs.stat(path)
         if st and st.type == "directory" and not cleanup.shared_dirs[name] and not live_prefix[name] then
             local row = by_prefix[name]
-            local ours = row ~= nil
-            if not ours then
+            local ours
+            if row then
+                ours = not named[name] and vm.lock_state(row) == "free"
+            else
+                -- No row here: a removed VM of ours, or a VM of another data directory. Only a
+                -- directory nothing uses, and whose spec (if any) names this data directory.
                 for _, file in ipairs(cleanup.vm_dir_files) do
                     if exists(path .. "/" .. file) then ours = true; break end
                 end
+                local spec_dir = spec_data_dir(path)
+                if spec_dir and not our_data_dir(spec_dir) then ours = false end
+                if named[name] then ours = false end
+                for _, lock in ipairs(locks) do
+                    if ours and lock:sub(1, #name) == name and maqet.runner.lock_state(root .. "/locks/" .. lock) ~= "free" then
+                        ours = false
+                    end
+                end
             end
-            if ours and (not row or vm.lock_state(row) == "free") then
+            if ours then
                 plan.runtime_dirs[#plan.runtime_dirs + 1] = { path = path, name = row and row.name or nil, row = row }
             end
         end
     end
 
-    -- Lock files of VMs that no longer exist, when free.
-    for _, file in ipairs(maqet.fs.list(root .. "/locks") or {}) do
-        local id = file:match("^(.+)%.lock$")
-        if id and not by_id[id] then
+    -- The published maqet's CLI start locks (named by the VM as typed), when free. maqet's own
+    -- locks (named by VM id) are never removed.
+    for _, file in ipairs(locks) do
+        local stem = file:match("^(.+)%.lock$")
+        if stem and not is_vm_id(stem) then
             local path = root .. "/locks/" .. file
             if maqet.runner.lock_state(path) == "free" then plan.lock_files[#plan.lock_files + 1] = { path = path } end
         end
@@ -233,7 +282,7 @@ function cleanup.describe(plan)
             or ("runtime directory " .. o.id .. ", its VM was removed"))
     end
     for _, d in ipairs(plan.runtime_dirs) do lines[#lines + 1] = "remove runtime directory " .. d.path end
-    for _, l in ipairs(plan.lock_files) do lines[#lines + 1] = "remove lock file " .. l.path .. " (its VM was removed)" end
+    for _, l in ipairs(plan.lock_files) do lines[#lines + 1] = "remove the published maqet's start lock " .. l.path end
     for _, f in ipairs(plan.python_files) do lines[#lines + 1] = "remove the published maqet's leftover " .. f.path end
     return lines
 end

@@ -14,9 +14,11 @@ extension Maqet {
                 and its true state recorded (as 'maqet ls' does; --dry-run too). Then cleanup \
                 finds: orphan QEMUs (their runner is gone, or their VM was removed while QEMU \
                 ran), identified by pid, start time and a command line naming the VM's QMP \
-                socket, never by a pid alone; runtime directories of no live VM (the VM's lock \
-                free); free lock files of removed VMs; and socket, secret and pid files the \
-                published (Python) maqet left in the runtime directory for VMs it no longer runs. \
+                socket, never by a pid alone (a QEMU without a row only when its runner.json \
+                names this data directory); runtime directories of no live VM (the VM's lock \
+                free); the published (Python) maqet's free start locks and the socket, secret and \
+                pid files it left for VMs it no longer runs. maqet's own lock files are never \
+                removed (docs/architecture.md). \
                 --dry-run lists them and changes nothing else. Otherwise cleanup lists them and \
                 asks 'Clean up N things? [y/N]' on a terminal; --force does not ask, and without \
                 a terminal --force is needed. Orphans are ended with QMP quit (QEMU flushes its \
