@@ -430,6 +430,7 @@ maqet.vm = {}
 ---@field config_data? string    the stored config (JSON text)
 ---@field alive boolean          QEMU is really running (checked against /proc)
 ---@field runner_missing? boolean QEMU runs but its runner is gone
+---@field runner_kind? "python-maqet" QEMU runs under the published (Python) maqet's runner (runner_missing is false then)
 ---@field uptime_s? number       (get only) seconds QEMU has been running
 ---@field config? table          (get only) config_data decoded
 ---@field last_log? string       (get only) last line of <datadir>/logs/NAME.log
