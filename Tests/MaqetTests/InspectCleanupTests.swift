@@ -95,7 +95,7 @@ final class InspectCleanupTests: SandboxTestCase {
         let inspect = json(sandbox.maqet(["inspect", "g", "--format", "json"]))
         XCTAssertEqual(inspect["status"] as? String, "running")
         XCTAssertEqual(inspect["is_running"] as? Bool, true)
-        XCTAssertEqual(inspect["runner"] as? String, "maqet")
+        XCTAssertEqual(inspect["runner"] as? String, "running", "maqet's own runner, in status's words")
         let process = (inspect["process"] as? [String: Any]) ?? [:]
         XCTAssertEqual(process["pid"] as? Int, pid)
         let cmdline = (process["cmdline"] as? [String]) ?? []
@@ -223,6 +223,28 @@ final class InspectCleanupTests: SandboxTestCase {
             .trimmingCharacters(in: .whitespacesAndNewlines), "running")
         inOther(["stop", "b", "--force"]).assertExit(0)
         XCTAssertTrue(eventually { self.processes(of: sandbox).isEmpty }, "h's runner ends once its QEMU has")
+    }
+
+    func testCleanupAsksOnATerminalAndDoesNothingOnNo() throws {
+        let sandbox = makeSandbox()
+        let stale = "\(runtimeRoot(sandbox))/\(UUID().uuidString.lowercased().prefix(12))"
+        try FileManager.default.createDirectory(atPath: stale, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: stale + "/qemu.log", contents: Data("old\n".utf8))
+        func cleanup(answer: String) -> CLIResult {
+            let command = "'\(maqetBinary)' --maqet-data-dir '\(sandbox.dataDir)' cleanup"
+            return runProcess("/usr/bin/script", ["-qec", command, "/dev/null"],
+                              environment: testEnvironment(home: sandbox.home), stdin: answer + "\n")
+        }
+        let no = cleanup(answer: "n")
+        no.assertExit(3)
+        XCTAssertTrue(no.stdout.contains("remove runtime directory \(stale)"), no.stdout)
+        XCTAssertTrue(no.stdout.contains("Clean up 1 thing? [y/N]"), no.stdout)
+        XCTAssertTrue(no.stdout.contains("maqet: nothing cleaned up"), no.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: stale))
+        let yes = cleanup(answer: "y")
+        yes.assertExit(0)
+        XCTAssertTrue(yes.stdout.contains("cleaned up 1"), yes.stdout)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
     }
 
     // MARK: - doctor

@@ -255,7 +255,8 @@ function cleanup.apply(plan)
     for _, dir in ipairs(plan.runtime_dirs) do
         local release = dir.row and vm.take_lock(dir.row)
         if not dir.row or release then
-            if not dir.row or not vm.ACTIVE[(maqet.db:query("SELECT status FROM vm_instances WHERE id = ?", dir.row.id)[1] or {}).status] then
+            local now = dir.row and assert(maqet.db:query("SELECT status FROM vm_instances WHERE id = ?", dir.row.id))[1]
+            if not now or not vm.ACTIVE[now.status] then
                 maqet.process.run({ "rm", "-rf", "--", dir.path })
                 dir.done = not exists(dir.path)
             end

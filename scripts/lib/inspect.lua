@@ -99,12 +99,12 @@ function inspect.process(pid)
     return result
 end
 
---- Who runs the VM: "maqet" (its runner), "missing" (QEMU runs without a runner), "python-maqet"
---- (the published maqet's runner), or nil when no QEMU runs.
+--- Who runs the VM, in `maqet status`'s words: "running" (maqet's runner), "missing" (QEMU runs
+--- without a runner), "python-maqet" (the published maqet's runner), or nil when no QEMU runs.
 function inspect.runner(row)
     if not vm.ACTIVE[row.status] then return nil end
     if row.runner_kind == "python-maqet" then return "python-maqet" end
-    return row.runner_missing and "missing" or "maqet"
+    return row.runner_missing and "missing" or "running"
 end
 
 --- `maqet inspect`: info plus status, pids, sockets, times and, when QEMU runs, its process.

@@ -12,7 +12,8 @@ extension Maqet {
             discussion: """
                 What 'maqet info' shows, plus the VM's true status (checked against the real \
                 process first, as 'maqet status' does), is_running, pid, runner_pid, runner \
-                (maqet, missing, or python-maqet for a VM left running by the published maqet), \
+                (running, missing, or python-maqet for a VM left running by the published maqet, as \
+                in 'maqet status'), \
                 qmp_socket_path, socket_path, created_at, updated_at, last_log and, while QEMU \
                 runs, process: {pid, state, cpu_percent, cpu_seconds, rss_bytes, vms_bytes, \
                 start_time, uptime_s, cmdline}, read from /proc/PID. cpu_percent is QEMU's CPU \
@@ -35,7 +36,7 @@ extension Maqet {
             if format == .json { withConfigData(result).printJSON(); return }
             func field(_ key: String) -> String { result[key]?.plainText ?? "-" }
             var lines = infoLines(result)
-            lines.insert(("Status", field("status") + runnerNote(result["runner"] == .string("maqet") ? nil : result["runner"])), at: 2)
+            lines.insert(("Status", field("status") + runnerNote(result["runner"])), at: 2)
             lines.append(contentsOf: [
                 ("PID", field("pid")),
                 ("Runner PID", field("runner_pid")),
