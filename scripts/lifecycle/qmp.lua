@@ -82,9 +82,8 @@ function actions.keys(args, row, conn, timeout_ms)
 end
 
 function actions.type(args, row, conn, timeout_ms)
-    for i, chord in ipairs(args.chords) do
+    for _, chord in ipairs(args.chords) do
         send_keys(row, conn, chord, args.hold_time_ms, timeout_ms)
-        args.sent = i
     end
     local chords = array()
     for _, chord in ipairs(args.chords) do chords[#chords + 1] = array(chord) end
