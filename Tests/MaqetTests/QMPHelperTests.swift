@@ -131,6 +131,12 @@ final class QMPHelperTests: SandboxTestCase {
         XCTAssertEqual(result["format"], .string("ppm"))
         let ppmBytes = try Data(contentsOf: URL(fileURLWithPath: work + "/shot.ppm"))
         XCTAssertEqual(String(decoding: ppmBytes.prefix(3), as: UTF8.self), "P6\n")
+
+        // QMP's own screendump, with its own arguments, is sent as it is.
+        let raw = sandbox.maqet(["qmp", "screen", "screendump", "filename=\(work)/raw.ppm"])
+        raw.assertExit(0)
+        XCTAssertEqual(raw.stdout, "{}\n")
+        XCTAssertEqual(String(decoding: try Data(contentsOf: URL(fileURLWithPath: work + "/raw.ppm")).prefix(3), as: UTF8.self), "P6\n")
     }
 
     func testBothOrdersPauseResumeDeviceAddDelAndRun() throws {

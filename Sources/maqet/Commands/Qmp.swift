@@ -91,6 +91,10 @@ extension Maqet {
                 return Invocation(name: words[0], helper: nil, command: words[1], rest: Array(words.dropFirst(2)))
             }
             let helper = inv.helper!
+            // QMP's own screendump with its arguments (filename=..., or a JSON object) stays raw.
+            if helper == "screendump", let first = inv.rest.first, first.hasPrefix("filename=") || first.hasPrefix("{") {
+                return Invocation(name: inv.name, helper: nil, command: "screendump", rest: inv.rest)
+            }
             func count(_ range: ClosedRange<Int>, _ what: String) throws {
                 guard range.contains(inv.rest.count) else {
                     throw ValidationError("qmp \(helper): expected \(what), e.g. 'maqet qmp \(inv.name) \(helper) \(what)'")
