@@ -11,8 +11,8 @@ struct Maqet: ParsableCommand {
         // In the order a user meets them in --help; Runner (`maqet __runner`) is hidden.
         subcommands: [
             Add.self, Apply.self, Start.self, Stop.self, Pause.self, Resume.self, Reset.self, Status.self, Ls.self, Info.self,
-            Inspect.self, Events.self, Console.self, Wait.self, Qmp.self, ShowCmd.self, Snapshot.self, Rm.self, Cleanup.self,
-            Doctor.self, Run.self, Scripts.self, Db.self, Runner.self,
+            Inspect.self, Events.self, Console.self, Wait.self, Qmp.self, ShowCmd.self, Snapshot.self, Storage.self, Rm.self,
+            Cleanup.self, Doctor.self, Run.self, Scripts.self, Db.self, Runner.self,
         ]
     )
 }

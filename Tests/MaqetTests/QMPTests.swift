@@ -204,13 +204,17 @@ final class QMPTests: XCTestCase {
 
     // MARK: maqet qmp
 
-    /// Adds a VM row whose QMP socket is `socket` (nil = NULL) through `maqet run`.
+    /// Adds a VM row whose QMP socket is `socket` (nil = NULL) through `maqet run`. A row with
+    /// the guestless QEMU's socket gets its pid too, so `maqet qmp` (which reconciles the row
+    /// first) finds the VM's QEMU alive.
     func insertVM(_ name: String, socket: String?, status: String = "running") {
+        let pid = socket == qemu.monitor2 ? String(qemu.process.pid) : "0"
         let result = sandbox.runScript("""
-            local name, status, socket = ...
-            assert(maqet.db:exec("INSERT INTO vm_instances (id, name, config_data, status, qmp_socket_path) VALUES (?, ?, '{}', ?, ?)",
-              "id-" .. name, name, status, socket))
-            """, name: "insert.lua", args: [name, status] + (socket.map { [$0] } ?? []))
+            local name, status, pid, socket = ...
+            pid = tonumber(pid); if pid == 0 then pid = nil end
+            assert(maqet.db:exec("INSERT INTO vm_instances (id, name, config_data, status, qmp_socket_path, pid) VALUES (?, ?, '{}', ?, ?, ?)",
+              "id-" .. name, name, status, socket, pid))
+            """, name: "insert.lua", args: [name, status, pid] + (socket.map { [$0] } ?? []))
         result.assertExit(0)
     }
 
@@ -278,9 +282,10 @@ final class QMPTests: XCTestCase {
         let stale = sandbox.maqet(["qmp", "stale", "query-status"])
         stale.assertExit(1)
         XCTAssertEqual(stale.stderr, "maqet: VM 'stale' is not running\n")
+        // The row said running without a live QEMU: the truth was recorded first.
         let verbose = sandbox.maqet(["qmp", "-v", "stale", "query-status"])
         verbose.assertExit(1)
-        assertContains(verbose.stderr, "gone.sock does not exist")
+        assertContains(verbose.stderr, "VM 'stale': its status is crashed")
     }
 
     func testQmpErrorExits1() {

@@ -21,6 +21,13 @@
 --   "unrecorded", records whose disk snapshot is gone as "missing", on some disks only as
 --   "partial". Delete removes the record as well as whatever is left on the disks.
 --
+-- * The published maqet's form, `snapshot NAME create|load|list DRIVE` (snapshot.drive), works on
+--   one storage entry, DRIVE being its `name`: offline, `qemu-img snapshot` on that image alone
+--   (create refused while the VM runs, `overwrite` replaces a snapshot of that name on it); with
+--   `live`, the running VM's snapshot jobs above (VM state and every writable qcow2 disk, as the
+--   published savevm does). A per-drive snapshot is recorded with that one disk, so `list` says
+--   ok for it; maqet's own load refuses it (it is not on every disk), the form's load applies it.
+--
 -- Failures return nil, message, code: ENOVM (no such VM), EINVAL (a bad snapshot name), EEXIST,
 -- ENOSNAP (no such snapshot), EREFUSED (raw disk, no qcow2 disk, disk-only snapshot on a
 -- running VM), EBUSY (starting or stopping), ETIMEDOUT (a job did not finish), EFAIL.
@@ -36,7 +43,7 @@ snapshot.qemu_img_timeout_ms = 300000
 
 --- Exit statuses for the codes above (the rest as lib/vm.lua maps them).
 snapshot.status_of_code = {
-    EINVAL = "usage", ENOSNAP = "not_found", EREFUSED = "refused", EEXIST = "failure",
+    EINVAL = "usage", ENOSNAP = "not_found", ENODRIVE = "not_found", EREFUSED = "refused", EEXIST = "failure",
     -- starting or stopping: refused, nothing changed, like pause/resume in the wrong state
     EBUSY = "refused",
 }
@@ -423,12 +430,23 @@ function snapshot.list(name)
         for _, file in ipairs(e.recorded_disks or {}) do
             if not seen[file] then where[#where + 1] = { file = file, present = false } end
         end
+        -- A recorded snapshot is complete when every disk it was taken on still has it (one
+        -- taken on one drive by the published form, `snapshot NAME create DRIVE`, lists one disk).
+        local expected = (e.recorded_disks and #e.recorded_disks > 0) and e.recorded_disks or nil
+        local lacking = 0
+        if expected then
+            local has = {}
+            for _, w in ipairs(where) do has[w.file] = w.present end
+            for _, file in ipairs(expected) do if not has[file] then lacking = lacking + 1 end end
+        else
+            lacking = #where - present
+        end
         local state
         if not e.recorded then
             state = "unrecorded"
         elseif present == 0 then
             state = "missing"
-        elseif present < #where then
+        elseif lacking > 0 then
             state = "partial"
         else
             state = "ok"
@@ -680,6 +698,165 @@ function snapshot.delete(name, snap, opts)
     forget(ctx.row, snap)
     maqet.log.info(("%s: deleted snapshot '%s' from %d disk(s)"):format(name, snap, #holders))
     return { name = name, snapshot = snap, live = ctx.live, disks = files(holders), record = recorded }
+end
+
+-- The published form: one drive -------------------------------------------------------------------
+
+--- The storage entry named `drive` in the VM's config, or nil, message, "ENODRIVE".
+local function find_drive(row, drive)
+    local names = {}
+    for _, disk in ipairs(qemu.config(row).storage or {}) do
+        if disk.name == drive then return disk end
+        names[#names + 1] = tostring(disk.name or "?")
+    end
+    return nil, ("VM '%s' has no drive named '%s' (a drive is a storage entry's name; %s)"):format(
+        row.name, tostring(drive), #names > 0 and ("its drives: " .. table.concat(names, ", ")) or "it has none"), "ENODRIVE"
+end
+
+-- Records a snapshot taken on one disk: a new record lists that disk; an existing one (the same
+-- name taken on another drive) gains it.
+local function record_drive(row, snap, file)
+    maqet.db:transaction(function(tx)
+        local rec = assert(tx:query("SELECT disks FROM vm_snapshots WHERE vm_id = ? AND name = ?", row.id, snap))[1]
+        if not rec then
+            assert(tx:exec("INSERT INTO vm_snapshots (vm_id, name, live, disks, vm_state_size) VALUES (?, ?, 0, ?, 0)",
+                row.id, snap, maqet.json.encode(array({ file }))))
+            return
+        end
+        local disks = maqet.json.decode(rec.disks or "[]")
+        disks = type(disks) == "table" and disks or array()
+        local known = false
+        for _, f in ipairs(disks) do if f == file then known = true end end
+        if not known then disks[#disks + 1] = file end
+        assert(tx:exec("UPDATE vm_snapshots SET disks = ?, created_at = CURRENT_TIMESTAMP WHERE vm_id = ? AND name = ?",
+            maqet.json.encode(array(disks)), row.id, snap))
+    end)
+end
+
+local function names_of(list)
+    local out = {}
+    for _, s in ipairs(list or {}) do out[#out + 1] = s.name end
+    return out
+end
+
+--- The published maqet's form: `action` ("create", "load", "list") on drive `drive` (a storage
+--- entry's name) of VM `name`. opts: live (through QMP: VM state and every writable qcow2 disk),
+--- overwrite (create: replace a snapshot of that name), timeout_s. Returns {name, drive, file,
+--- snapshot, live, method, overwritten} (list: {name, drive, file, running, snapshots = {names}})
+--- or nil, message, code.
+---@param name string
+---@param action "create"|"load"|"list"
+---@param drive string
+---@param snap? string
+---@param opts? {live?: boolean, overwrite?: boolean, timeout_s?: number}
+function snapshot.drive(name, action, drive, snap, opts)
+    opts = opts or {}
+    if action ~= "create" and action ~= "load" and action ~= "list" then
+        return nil, ("snapshot: unknown action '%s' (create, load or list in 'maqet snapshot NAME ACTION DRIVE'; delete is 'maqet snapshot delete NAME SNAP')"):format(
+            tostring(action)), "EINVAL"
+    end
+    if type(drive) ~= "string" or drive == "" then
+        return nil, ("snapshot %s: name the drive (a storage entry's name): 'maqet snapshot %s %s DRIVE --name SNAP'"):format(
+            action, name, action), "EINVAL"
+    end
+    if snap ~= nil then
+        local ok, reason = snapshot.name_ok(snap)
+        if not ok then return nil, reason, "EINVAL" end
+    elseif action == "load" then
+        return nil, ("snapshot load: name the snapshot: 'maqet snapshot %s load %s --name SNAP'"):format(name, drive), "EINVAL"
+    end
+    local row = vm.get(name)
+    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    name = row.name
+    local disk, message, code = find_drive(row, drive)
+    if not disk then return nil, message, code end
+    local kind = disk.type or "qcow2"
+    if kind ~= "qcow2" then
+        return nil, ("VM '%s': drive '%s' is a %s %s, which cannot hold snapshots; nothing was changed"):format(
+            name, drive, kind, kind == "virtfs" and "share" or "image"), "EREFUSED"
+    end
+    if row.status == "starting" or row.status == "stopping" then
+        return nil, ("VM '%s' is %s; try again when it is done"):format(name, row.status), "EBUSY"
+    end
+    local running = row.alive and true or false
+
+    if action == "list" then
+        -- qemu-img info -U reads the image whether or not a QEMU holds it.
+        local list, lerr, lcode = snapshot.on_disk(disk.file)
+        if not list and lcode ~= "ENOENT" then return nil, ("VM '%s': cannot read drive '%s': %s"):format(name, drive, lerr), "EFAIL" end
+        return { name = name, drive = drive, file = disk.file, running = running, snapshots = array(names_of(list)) }
+    end
+
+    if opts.live then
+        if not running then
+            return nil, ("VM '%s' is not running; --live works on a running VM (without --live, %s works on drive '%s' offline)"):format(
+                name, action, drive), "EREFUSED"
+        end
+        local overwritten = false
+        if action == "create" and snap ~= nil and opts.overwrite then
+            local deleted, derr, dcode = snapshot.delete(name, snap, opts)
+            if deleted then overwritten = true elseif dcode ~= "ENOSNAP" then return nil, derr, dcode end
+        end
+        local result, rerr, rcode = (action == "create" and snapshot.create or snapshot.load)(name, snap, opts)
+        if not result then return nil, rerr, rcode end
+        result.drive, result.file, result.method, result.overwritten = drive, disk.file, "qmp", overwritten
+        return result
+    end
+
+    if running then
+        return nil, ("VM '%s' is running: %s on drive '%s' alone needs it stopped ('maqet stop %s'); --live %s the VM's state and all its disks"):format(
+            name, action, drive, name, action == "create" and "saves" or "loads"), "EREFUSED"
+    end
+    local list, lerr, lcode = snapshot.on_disk(disk.file)
+    if lcode == "ENOENT" then
+        return nil, ("VM '%s': drive '%s' (%s) does not exist yet (it is created on the VM's first 'maqet start'); nothing was changed"):format(
+            name, drive, disk.file), "EREFUSED"
+    end
+    if not list then return nil, ("VM '%s': cannot read drive '%s': %s"):format(name, drive, lerr), "EFAIL" end
+    local free, ferr = unlocked(disk.file)
+    if not free then
+        return nil, ("VM '%s': drive '%s' (%s): %s; nothing was changed"):format(name, drive, disk.file, ferr), "EFAIL"
+    end
+
+    if action == "load" then
+        if not find(list, snap) then
+            local have = names_of(list)
+            return nil, ("drive '%s' of VM '%s' has no snapshot named '%s' (%s)"):format(drive, name, snap,
+                #have > 0 and ("it has: " .. table.concat(have, ", ")) or "it has none"), "ENOSNAP"
+        end
+        local done, aerr = qemu_img_snapshot("-a", snap, disk.file)
+        if not done then
+            return nil, ("VM '%s': cannot load snapshot '%s' on drive '%s' (%s): %s"):format(name, snap, drive, disk.file, aerr), "EFAIL"
+        end
+        maqet.log.info(("%s: loaded snapshot '%s' on drive '%s'"):format(name, snap, drive))
+        return { name = name, drive = drive, file = disk.file, snapshot = snap, live = false, method = "qemu-img", overwritten = false }
+    end
+
+    if snap == nil then
+        snap = snapshot.default_name(function(s)
+            return find(list, s) ~= nil or maqet.db:scalar("SELECT 1 FROM vm_snapshots WHERE vm_id = ? AND name = ?", row.id, s) ~= nil
+        end)
+    end
+    local exists = find(list, snap) ~= nil
+    if exists and not opts.overwrite then
+        return nil, ("drive '%s' of VM '%s' already has a snapshot named '%s' (add --overwrite to replace it)"):format(drive, name, snap), "EEXIST"
+    end
+    if exists then
+        local gone, derr = qemu_img_snapshot("-d", snap, disk.file)
+        if not gone then
+            return nil, ("VM '%s': cannot replace snapshot '%s' on drive '%s' (%s): %s; nothing was changed"):format(
+                name, snap, drive, disk.file, derr), "EFAIL"
+        end
+    end
+    local created, cerr = qemu_img_snapshot("-c", snap, disk.file)
+    if not created then
+        return nil, ("VM '%s': cannot snapshot drive '%s' (%s): %s%s"):format(name, drive, disk.file, cerr,
+            exists and "; the snapshot it replaced was already deleted" or "; nothing was changed"), "EFAIL"
+    end
+    record_drive(row, snap, disk.file)
+    maqet.log.info(("%s: took snapshot '%s' of drive '%s'"):format(name, snap, drive))
+    return { name = name, drive = drive, file = disk.file, snapshot = snap, live = false, method = "qemu-img",
+             overwritten = exists, disks = array({ disk.file }), vm_state_size = 0 }
 end
 
 -- One entry point -------------------------------------------------------------------------------

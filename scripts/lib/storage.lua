@@ -9,6 +9,10 @@
 -- * A file that already exists is used as it is and NOT recorded: maqet only ever deletes disk
 --   images it created itself, so `rm --delete-storage` never removes an image you brought.
 -- * virtfs shares are never created, recorded or deleted.
+-- * `maqet storage attach` records an image you brought with storage_type 'attached' (the
+--   published maqet's own attach recorded 'disk'): such rows say the VM uses the image, and
+--   `rm --delete-storage` never deletes them. Only the types in storage.CREATED_TYPES (the
+--   images maqet created) are ever deleted.
 
 local storage = {}
 
@@ -76,16 +80,49 @@ function storage.prepare(vm, config)
     return created
 end
 
---- The disk images recorded for a VM, in the order they were created.
+--- The storage_registry types of images maqet created itself (the only ones it deletes).
+storage.CREATED_TYPES = { qcow2 = true, raw = true }
+
+--- The registry type of an image attached with `maqet storage attach` (never deleted).
+storage.ATTACHED_TYPE = "attached"
+
+--- The disk images maqet created for a VM (recorded in storage_registry with a type in
+--- storage.CREATED_TYPES), in the order they were created: what `rm --delete-storage` deletes.
 ---@param vm_name string
 ---@return string[]
 function storage.files(vm_name)
     local files = {}
     for _, row in ipairs(assert(maqet.db:query(
-        "SELECT storage_path FROM storage_registry WHERE vm_name = ? ORDER BY id", vm_name))) do
-        files[#files + 1] = row.storage_path
+        "SELECT storage_path, storage_type FROM storage_registry WHERE vm_name = ? ORDER BY id", vm_name))) do
+        if storage.CREATED_TYPES[row.storage_type] then files[#files + 1] = row.storage_path end
     end
     return files
+end
+
+--- Every storage_registry row of a VM ({storage_path, storage_type, size_bytes, created}), in
+--- order; `created` says maqet made the image (and `rm --delete-storage` would delete it).
+---@param vm_name string
+---@return table[]
+function storage.registry(vm_name)
+    local rows = assert(maqet.db:query(
+        "SELECT storage_path, storage_type, size_bytes FROM storage_registry WHERE vm_name = ? ORDER BY id", vm_name))
+    for _, row in ipairs(rows) do row.created = storage.CREATED_TYPES[row.storage_type] == true end
+    return rows
+end
+
+--- What `qemu-img info -U` says of an image: {format, virtual_size, actual_size, backing_file}
+--- or nil, message. -U: also an image a running QEMU holds.
+---@param file string
+function storage.image_info(file)
+    local r, err = maqet.process.run({ storage.qemu_img, "info", "-U", "--output=json", "--", file }, { timeout_ms = 60000 })
+    if not r then return nil, ("cannot run qemu-img: %s (install qemu-utils)"):format(err) end
+    if r.code ~= 0 then return nil, ((r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", ""):gsub("\n", "; ")) end
+    local info = maqet.json.decode(r.stdout)
+    if type(info) ~= "table" then return nil, "qemu-img info printed no JSON" end
+    return {
+        format = info.format, virtual_size = info["virtual-size"], actual_size = info["actual-size"],
+        backing_file = info["backing-filename"],
+    }
 end
 
 --- Deletes the recorded disk images of a VM (the registry rows go with the VM row).

@@ -20,8 +20,14 @@ extension Maqet {
                 (a name that exists, a qemu-img or QMP error); 3 refused, nothing changed (raw disk, \
                 no qcow2 disk, a disk-only snapshot loaded into a running VM, a VM starting or stopping); 5 no such VM or \
                 snapshot; 64 a bad snapshot name; 124 a QMP job did not finish within --timeout.
+
+                The published maqet's form, 'maqet snapshot NAME create|load|list DRIVE --name SNAP \
+                [--live] [--overwrite]', works on one drive (a storage entry's name): see \
+                'maqet snapshot drive --help'. The first word tells the forms apart: create, list, \
+                load, delete (or drive) is maqet's form; anything else is a VM of the published form.
                 """,
-            subcommands: [Create.self, List.self, Load.self, Delete.self]
+            subcommands: [Create.self, List.self, Load.self, Delete.self, Drive.self],
+            defaultSubcommand: Drive.self
         )
 
         /// Options every snapshot subcommand shares.
@@ -141,6 +147,83 @@ extension Maqet {
                 } else {
                     print("\(name): deleted snapshot \(snap) (\(disks) disk\(disks == 1 ? "" : "s"))")
                 }
+            }
+        }
+    }
+}
+
+extension Maqet.Snapshot {
+    /// `maqet snapshot NAME create|load|list DRIVE --name SNAP [--live] [--overwrite]`: the
+    /// published maqet's form (also reachable as `maqet snapshot drive NAME ...`).
+    struct Drive: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "drive",
+            abstract: "The published maqet's form: a snapshot of one drive (maqet snapshot NAME create|load|list DRIVE).",
+            usage: """
+                maqet snapshot NAME create DRIVE [--name SNAP | SNAP] [--overwrite] [--live]
+                maqet snapshot NAME load DRIVE (--name SNAP | SNAP) [--live]
+                maqet snapshot NAME list DRIVE
+                """,
+            discussion: """
+                DRIVE is the name of one of the VM's storage entries (a qcow2 image). Without --live \
+                the VM must be stopped and only that image is changed, with qemu-img snapshot: \
+                create takes the snapshot (--overwrite replaces one of the same name on that drive; \
+                without it an existing name is an error), load rolls the drive back to it. With \
+                --live the VM must run: create and load are 'maqet snapshot create/load' (the VM's \
+                state and every writable qcow2 disk, as the published maqet's savevm). list prints \
+                the snapshots on the drive, one name per line. SNAP defaults to \
+                snap-YYYYMMDD-HHMMSS on create. Every snapshot taken is recorded (for a one-drive \
+                snapshot, with that disk), so 'maqet snapshot list NAME' shows it. Exit status as \
+                for 'maqet snapshot' (maqet's codes, not the published maqet's): 0; 1 the name \
+                exists on the drive, qemu-img or QEMU failed; 3 refused (the VM runs without \
+                --live or is stopped with --live, a raw drive); 5 no such VM, drive or snapshot; \
+                64 bad usage.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: ArgumentHelp("The VM.", valueName: "name")) var name: String
+        @Argument(help: ArgumentHelp("create, load or list.", valueName: "action")) var action: String
+        @Argument(help: ArgumentHelp("The drive: a storage entry's name.", valueName: "drive")) var drive: String
+        @Argument(help: ArgumentHelp("The snapshot's name (or --name).", valueName: "snap")) var positionalSnap: String?
+        @Option(name: .customLong("name"), help: ArgumentHelp("The snapshot's name.", valueName: "snap")) var snap: String?
+        @Flag(help: "Through QMP on the running VM: its state and all its writable qcow2 disks.") var live = false
+        @Flag(help: "create: replace a snapshot of that name on the drive.") var overwrite = false
+        @OptionGroup var common: Maqet.Snapshot.Common
+
+        func validate() throws {
+            try validateTimeout(common.timeout)
+            guard ["create", "load", "list"].contains(action) else {
+                throw ValidationError("unknown action '\(action)': the published form is 'maqet snapshot NAME create|load|list DRIVE --name SNAP'; maqet's own is 'maqet snapshot create|list|load|delete NAME [SNAP]'")
+            }
+            if let snap, let positionalSnap, snap != positionalSnap {
+                throw ValidationError("the snapshot is named twice ('\(positionalSnap)' and --name \(snap)); give it once")
+            }
+            if action == "list", snap ?? positionalSnap != nil {
+                throw ValidationError("list takes no snapshot name")
+            }
+            if overwrite && action != "create" { throw ValidationError("--overwrite is for create") }
+        }
+
+        func run() throws {
+            var args: [(key: String, value: JSONValue)] = [
+                ("action", .string(action)), ("name", .string(name)), ("drive", .string(drive)),
+                ("live", .bool(live)), ("overwrite", .bool(overwrite)),
+            ]
+            if let chosen = snap ?? positionalSnap { args.append(("snapshot", .string(chosen))) }
+            if let timeout = common.timeout { args.append(("timeout", .double(timeout))) }
+            let result = try global.runLifecycleWorkflow("snapshot.lua", args)
+            if common.format == .json { result.printJSON(); return }
+            let vm = result["name"]?.plainText ?? name
+            switch action {
+            case "list":
+                for item in result["snapshots"]?.arrayItems ?? [] { print(item.plainText) }
+            case "create":
+                let how = result["live"] == .bool(true) ? "with the VM's state, all its disks" : "drive \(drive) only"
+                let replaced = result["overwritten"] == .bool(true) ? ", replacing the old one" : ""
+                print("\(vm): created snapshot \(result["snapshot"]?.plainText ?? "-") (\(how)\(replaced))")
+            default:
+                let how = result["live"] == .bool(true) ? "the VM continues from it" : "drive \(drive) rolled back"
+                print("\(vm): loaded snapshot \(result["snapshot"]?.plainText ?? "-") (\(how))")
             }
         }
     }
