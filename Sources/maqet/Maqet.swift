@@ -25,12 +25,31 @@ enum Main {
         if arguments.first == Maqet.Runner.configuration.commandName, let status = Maqet.Runner.fastPath(Array(arguments.dropFirst())) {
             exit(status)
         }
+        if asksForVersion(arguments) {
+            print(MaqetVersion.string)
+            exit(0)
+        }
         Maqet.main(reorderGlobalOptions(arguments, root: Maqet.self))
+    }
+
+    /// `-V` or `--version` anywhere, before or after the subcommand (the published maqet scanned
+    /// for them the same way), but not after `--` nor among a `maqet run` script's own arguments.
+    static func asksForVersion(_ arguments: [String]) -> Bool {
+        var inRun = false
+        for argument in arguments {
+            if argument == "--" { return false }
+            if argument == "-V" || argument == "--version" { return true }
+            guard !argument.hasPrefix("-") else { continue }
+            if inRun { return false } // `maqet run SCRIPT ARGS...`: what follows is the script's
+            if argument == Maqet.Run.configuration.commandName { inRun = true }
+        }
+        return false
     }
 }
 
 /// Prints `message` on stderr and returns the exit code to throw.
 func failure(_ message: String, _ status: ExitStatus = .failure) -> ExitCode {
+    MaqetLog.appendToFile("error", message)
     FileHandle.standardError.write(Data(("maqet: " + message + "\n").utf8))
     return ExitCode(status.rawValue)
 }

@@ -73,15 +73,12 @@ extension Maqet {
             }
         }
 
-        /// The VM's QMP socket from the state database; not-found and not-running are errors.
+        /// The VM's QMP socket from the state database; not-found and not-running are errors. The
+        /// VM is looked up by name, id or id prefix in the one place that does it (lib/vm.lua,
+        /// through scripts/lifecycle/resolve.lua).
         private func lookUpSocket() throws -> String {
-            let store = try StateStore.open(global.stateConfiguration, verbosity: global.verbosity, notice: global.notice)
-            defer { store.database.close() }
-            let rows = try store.database.query("SELECT qmp_socket_path FROM vm_instances WHERE name = ?", [.text(name)])
-            guard let row = rows.first else {
-                throw MaqetError("no VM named '\(name)' (see 'maqet ls')", status: .notFound)
-            }
-            guard let path = row[0].textValue, !path.isEmpty else {
+            let row = try global.runLifecycleWorkflow("resolve.lua", [("name", .string(name))])
+            guard case .string(let path)? = row["qmp_socket_path"], !path.isEmpty else {
                 throw notRunning("it has no QMP socket recorded")
             }
             var info = stat()

@@ -29,7 +29,7 @@ extension Maqet {
             @Option(help: ArgumentHelp("Seconds a running VM's snapshot job may take (default 120).", valueName: "seconds"))
             var timeout: Double?
 
-            @Option(help: "Output format: text or json.")
+            @Option(help: "Output format: text, json or yaml.")
             var format: ReportFormat = .text
         }
 
@@ -47,7 +47,7 @@ extension Maqet {
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "create", name, snap, common)
-                if common.format == .json { result.printJSON(); return }
+                if result.printStructured(common.format) { return }
                 let disks = result["disks"]?.arrayItems.count ?? 0
                 let kind = result["live"] == .bool(true) ? "with the VM's state" : "disks only"
                 print("\(name): created snapshot \(result["snapshot"]?.plainText ?? "-") (\(kind), \(disks) disk\(disks == 1 ? "" : "s"))")
@@ -67,11 +67,11 @@ extension Maqet {
 
             @OptionGroup var global: GlobalOptions
             @Argument(help: ArgumentHelp("The VM.", valueName: "name")) var name: String
-            @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+            @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "list", name, nil, nil)
-                if format == .json { result.printJSON(); return }
+                if result.printStructured(format) { return }
                 for problem in result["unreadable"]?.arrayItems ?? [] {
                     FileHandle.standardError.write(Data("maqet: cannot read \(problem.plainText)\n".utf8))
                 }
@@ -114,7 +114,7 @@ extension Maqet {
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "load", name, snap, common)
-                if common.format == .json { result.printJSON(); return }
+                if result.printStructured(common.format) { return }
                 let how = result["live"] == .bool(true) ? "the VM continues from it" : "disks rolled back"
                 print("\(name): loaded snapshot \(snap) (\(how))")
             }
@@ -134,7 +134,7 @@ extension Maqet {
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "delete", name, snap, common)
-                if common.format == .json { result.printJSON(); return }
+                if result.printStructured(common.format) { return }
                 let disks = result["disks"]?.arrayItems.count ?? 0
                 if disks == 0 {
                     print("\(name): deleted the record of snapshot \(snap) (it was already gone from the disks)")
