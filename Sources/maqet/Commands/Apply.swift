@@ -86,7 +86,7 @@ extension Maqet {
         /// `--binary ./qemu` names a file relative to where the user is; a bare name is looked up in PATH.
         static func absoluteIfPath(_ binary: String) -> String {
             guard binary.contains("/"), !binary.hasPrefix("/") else { return binary }
-            return (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(binary)
+            return URL(fileURLWithPath: (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(binary)).standardizedFileURL.path
         }
     }
 }

@@ -225,7 +225,7 @@ extension GlobalOptions {
 
     /// Writes the one-line migration notice to stderr (suppressed by --quiet).
     func notice(_ line: String) {
-        MaqetLog.appendToFile("notice", line)
+        if line.hasPrefix("warning: ") { MaqetLog.appendToFile("warning", String(line.dropFirst(9))) } else { MaqetLog.appendToFile("notice", line) }
         guard verbosity >= 0 else { return }
         FileHandle.standardError.write(Data(("maqet: " + line + "\n").utf8))
     }
