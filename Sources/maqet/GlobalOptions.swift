@@ -54,6 +54,13 @@ struct GlobalOptions: ParsableArguments {
     ]
     static let flagOptions: Set<String> = ["-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--debug"]
 
+    /// The published maqet's global flags that have no meaning here, with what to type instead.
+    static let retiredFlags: [String: String] = [
+        "--migrate-force": "maqet migrates an older database by itself (after a backup); to do only that, run 'maqet db migrate'",
+        "--force-migrate": "maqet migrates an older database by itself (after a backup); to do only that, run 'maqet db migrate'",
+        "--no-auto-cleanup": "maqet has no automatic cleanup to turn off (it only records what the real processes say); drop the flag",
+    ]
+
     /// What the command line and maqet.conf settle for the whole process, once.
     enum Settings {
         nonisolated(unsafe) static var settled = false

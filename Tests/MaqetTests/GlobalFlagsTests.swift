@@ -33,6 +33,25 @@ final class GlobalFlagsTests: SandboxTestCase {
         XCTAssertEqual(script.stdout, "-V\n")
     }
 
+    /// The published maqet's flags that mean nothing here: one line saying what to type instead,
+    /// exit 64, and nothing done.
+    func testFlagsThatMeanNothingHereSayWhatToType() {
+        let sandbox = makeSandbox()
+        for (arguments, instead) in [(["--migrate-force"], "run 'maqet db migrate'"), (["ls", "--force-migrate"], "run 'maqet db migrate'"),
+                                     (["--no-auto-cleanup", "ls"], "drop the flag")] {
+            let result = sandbox.maqet(arguments)
+            result.assertExit(64)
+            XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+            XCTAssertTrue(result.stderr.hasPrefix("maqet: \(arguments.first { $0.hasPrefix("--") }!) is a flag of the published maqet: "), result.stderr)
+            assertContains(result.stderr, instead)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: sandbox.databasePath), "nothing was opened")
+        sandbox.maqet(["add", "--empty", "--name", "d"]).assertExit(0)
+        let detailed = sandbox.maqet(["status", "d", "--detailed"])
+        detailed.assertExit(64)
+        assertContains(detailed.stderr, "for the details run 'maqet inspect NAME'")
+    }
+
     /// --format yaml prints the same document as --format json, with every string that a YAML
     /// reader would take for something else quoted (read back with maqet.yaml.decode, YAML 1.2);
     /// status carries the VM's config as an object.

@@ -26,6 +26,14 @@ extension Maqet {
         @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
+        @Flag(help: .hidden)
+        var detailed = false
+
+        func validate() throws {
+            // The published maqet's deprecated `status --detailed` printed `inspect`.
+            if detailed { throw ValidationError("--detailed is the published maqet's; for the details run 'maqet inspect NAME'") }
+        }
+
         func run() throws {
             let result = try global.runLifecycleWorkflow("status.lua", [("name", .string(name))])
             if result.printStructured(format) { return }
