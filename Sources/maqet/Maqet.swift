@@ -50,7 +50,7 @@ enum Main {
         var inRun = false
         for argument in arguments {
             if argument == "--" { break }
-            if !argument.hasPrefix("-") {
+            if !argument.hasPrefix("-") || argument == "-" { // `-`: a script on stdin
                 if inRun { break } // `maqet run SCRIPT ARGS...`: what follows is the script's
                 if argument == Maqet.Run.configuration.commandName { inRun = true }
             }

@@ -55,7 +55,8 @@ final class NamingTests: SandboxTestCase {
         sandbox.maqet(["status", "abc"]).assertExit(5)
         XCTAssertEqual(sandbox.maqet(["status", "abcd9"]).stderr, "maqet: no VM named 'abcd9' (see 'maqet ls')\n")
         for command in [["show-cmd", "abcd"], ["start", "abcd"], ["stop", "abcd"], ["rm", "abcd"], ["qmp", "abcd", "query-status"],
-                        ["snapshot", "list", "abcd"], ["wait", "abcd", "--for", "stopped"], ["events", "abcd"], ["apply", "abcd", "--cpu", "2"]] {
+                        ["snapshot", "list", "abcd"], ["wait", "abcd", "--for", "stopped"], ["console", "abcd", "--log"], ["events", "abcd"],
+                        ["apply", "abcd", "--cpu", "2"]] {
             let result = sandbox.maqet(command)
             result.assertExit(64)
             XCTAssertTrue(result.stderr.contains("is the start of 2 VM ids"), "\(command): \(result.stderr)")
@@ -67,6 +68,7 @@ final class NamingTests: SandboxTestCase {
         started.assertExit(0)
         XCTAssertEqual(started.stdout, one + "\n")
         sandbox.maqet(["wait", "abcd1", "--for", "running", "--timeout", "30"]).assertExit(0)
+        sandbox.maqet(["console", "abcd1", "--log"]).assertExit(0)
         let qmp = sandbox.maqet(["qmp", "ABCD1", "query-status", "--compact"])
         qmp.assertExit(0)
         assertContains(qmp.stdout, "\"running\":true")

@@ -26,7 +26,7 @@ extension Maqet {
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM to change.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM to change (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String
 
         @Argument(help: ArgumentHelp("YAML config files merged over the stored config, in order.", valueName: "config.yaml"))

@@ -25,7 +25,7 @@ extension Maqet {
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM to remove.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM to remove (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String?
 
         @Flag(help: "Remove every VM.")

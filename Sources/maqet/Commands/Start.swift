@@ -26,7 +26,7 @@ extension Maqet {
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM to start.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM to start (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String
 
         @Option(help: ArgumentHelp("Seconds to wait for QMP to answer (default 30).", valueName: "seconds"))

@@ -20,7 +20,7 @@ extension Maqet {
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String
 
         @Option(help: "Output format: text, json or yaml.")

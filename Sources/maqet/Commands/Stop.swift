@@ -27,7 +27,7 @@ extension Maqet {
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM to stop.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM to stop (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String?
 
         @Flag(help: "Stop every running VM.")
