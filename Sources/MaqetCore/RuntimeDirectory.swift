@@ -45,7 +45,7 @@ public enum RuntimeDirectory {
             throw SystemError(errno: EINVAL, "runtime directory for VM id '\(vmID)'")
         }
         let directory = (try ensure(environment: environment) as NSString).appendingPathComponent(name)
-        try checkSocketPath((directory as NSString).appendingPathComponent("runner.qmp"))
+        try checkSocketPath((directory as NSString).appendingPathComponent("runner.qmp"), environment: environment)
         try makePrivateDirectory(directory)
         return directory
     }
@@ -79,11 +79,13 @@ public enum RuntimeDirectory {
     }
 
     /// Throws ENAMETOOLONG with a clear message when `path` cannot be a Unix socket address.
-    public static func checkSocketPath(_ path: String) throws {
+    public static func checkSocketPath(_ path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         let length = path.utf8.count
         guard length <= UnixSocketAddress.maximumPathLength else {
             var error = SystemError(errno: ENAMETOOLONG, "")
-            error.message = "socket path \(path) is \(length) bytes, longer than the \(UnixSocketAddress.maximumPathLength) a Unix socket allows; use a shorter XDG_RUNTIME_DIR"
+            let remedy = (environment[overrideVariable] ?? "").isEmpty
+                ? "use a shorter XDG_RUNTIME_DIR" : "give a shorter --maqet-runtime-dir (or $MAQET_RUNTIME_DIR, maqet.conf's directories.runtime_dir)"
+            error.message = "socket path \(path) is \(length) bytes, longer than the \(UnixSocketAddress.maximumPathLength) a Unix socket allows; \(remedy)"
             throw error
         }
     }

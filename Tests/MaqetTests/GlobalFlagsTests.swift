@@ -155,6 +155,12 @@ final class GlobalFlagsTests: SandboxTestCase {
         let qmp = sandbox.maqet(["qmp", "r", "query-status", "--compact", "--maqet-runtime-dir", runtime.path])
         qmp.assertExit(0)
         sandbox.maqet(["stop", "r", "--force", "--maqet-runtime-dir", runtime.path]).assertExit(0)
+        // The 107-byte rule of socket paths holds for a runtime dir given by the flag too.
+        let long = runtime.path + "/" + String(repeating: "d", count: 90)
+        let refused = sandbox.maqet(["start", "r", "--maqet-runtime-dir", long])
+        refused.assertExit(1)
+        assertContains(refused.stderr, "longer than the 107 a Unix socket allows; give a shorter --maqet-runtime-dir")
+        XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT status FROM vm_instances"), "stopped\n", "the refused start changed nothing")
 
         let log = sandbox.root.file("cli.log")
         sandbox.maqet(["--log-file", log, "status", "nope"]).assertExit(5)
