@@ -130,6 +130,12 @@ final class GlobalFlagsTests: SandboxTestCase {
         sandbox.maqet(["--maqet-config-dir", own, "add", "--empty", "--name", "o"], useDataDirOption: false).assertExit(0)
         XCTAssertEqual(sqlite3(sandbox.root.file("own-config/elsewhere/instances.db"), "SELECT name FROM vm_instances"), "o\n",
                        "a relative path is relative to the file's directory")
+        // ... and its scripts/ holds the user's edited workflow scripts.
+        let edited = sandbox.write("own-config/scripts/lifecycle/show_cmd.lua", "return { run = function() return { command = 'edited' } end }\n")
+        let shown = sandbox.maqet(["--maqet-config-dir", own, "show-cmd", "o"], useDataDirOption: false)
+        shown.assertExit(0)
+        XCTAssertEqual(shown.stdout, "edited\n")
+        assertContains(sandbox.maqet(["scripts", "list", "--maqet-config-dir", own]).stdout, edited)
 
         // A file that is not usable is one error line naming it, and the command does nothing.
         let broken = sandbox.write("broken.conf", "logging:\n  verbosity: loud\n")
