@@ -36,6 +36,8 @@ let package = Package(
             dependencies: [
                 "MaqetRunner", "MaqetRuntime", "MaqetCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // --format yaml (Commands/Output.swift).
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // Build-time tool: turns migrations/*.lua and scripts/**/*.lua into Swift source so a lone

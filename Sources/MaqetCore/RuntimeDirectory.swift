@@ -3,23 +3,33 @@ import Foundation
 import Glibc
 #endif
 
-/// Where running VMs keep their sockets and runtime files: `$XDG_RUNTIME_DIR/maqet`, else
-/// `/tmp/maqet-<uid>`; mode 0700, owned by the user. Each VM gets a short subdirectory named after
+/// Where running VMs keep their sockets and runtime files: `$MAQET_RUNTIME_DIR` as it is (set by
+/// `--maqet-runtime-dir` or maqet.conf's `directories.runtime_dir`, and inherited by the VM's
+/// runner), else `$XDG_RUNTIME_DIR/maqet`, else `/tmp/maqet-<uid>`; mode 0700, owned by the user. Each VM gets a short subdirectory named after
 /// the first 12 characters of its id (socket paths must fit in 107 bytes). Which files a VM's
 /// directory holds (its monitors, console socket, logs, spec) is named in one place, `qemu.paths`
 /// in scripts/lib/qemu.lua; see docs/architecture.md.
 public enum RuntimeDirectory {
     /// The runtime directory's path for this user (not created).
     public static func path(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let own = environment[overrideVariable], !own.isEmpty { return own }
         if let xdg = environment["XDG_RUNTIME_DIR"], !xdg.isEmpty {
             return (xdg as NSString).appendingPathComponent("maqet")
         }
         return "/tmp/maqet-\(getuid())"
     }
 
+    /// The variable that names the runtime directory itself (`--maqet-runtime-dir`).
+    public static let overrideVariable = "MAQET_RUNTIME_DIR"
+
     /// Creates the runtime directory (0700) when missing and checks an existing one; returns its path.
     public static func ensure(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
         let root = path(environment: environment)
+        if let own = environment[overrideVariable], !own.isEmpty {
+            // Its parent may be missing too (`--maqet-runtime-dir /tmp/a/b`): created 0700.
+            try makePrivateDirectory(own, intermediate: true)
+            return own
+        }
         if let xdg = environment["XDG_RUNTIME_DIR"], !xdg.isEmpty {
             // $XDG_RUNTIME_DIR normally exists (systemd creates it); create it 0700 when it does not.
             if access(xdg, F_OK) != 0 { try makePrivateDirectory(xdg, intermediate: true) }
@@ -35,7 +45,7 @@ public enum RuntimeDirectory {
             throw SystemError(errno: EINVAL, "runtime directory for VM id '\(vmID)'")
         }
         let directory = (try ensure(environment: environment) as NSString).appendingPathComponent(name)
-        try checkSocketPath((directory as NSString).appendingPathComponent("runner.qmp"))
+        try checkSocketPath((directory as NSString).appendingPathComponent("runner.qmp"), environment: environment)
         try makePrivateDirectory(directory)
         return directory
     }
@@ -69,11 +79,13 @@ public enum RuntimeDirectory {
     }
 
     /// Throws ENAMETOOLONG with a clear message when `path` cannot be a Unix socket address.
-    public static func checkSocketPath(_ path: String) throws {
+    public static func checkSocketPath(_ path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         let length = path.utf8.count
         guard length <= UnixSocketAddress.maximumPathLength else {
             var error = SystemError(errno: ENAMETOOLONG, "")
-            error.message = "socket path \(path) is \(length) bytes, longer than the \(UnixSocketAddress.maximumPathLength) a Unix socket allows; use a shorter XDG_RUNTIME_DIR"
+            let remedy = (environment[overrideVariable] ?? "").isEmpty
+                ? "use a shorter XDG_RUNTIME_DIR" : "give a shorter --maqet-runtime-dir (or $MAQET_RUNTIME_DIR, maqet.conf's directories.runtime_dir)"
+            error.message = "socket path \(path) is \(length) bytes, longer than the \(UnixSocketAddress.maximumPathLength) a Unix socket allows; \(remedy)"
             throw error
         }
     }

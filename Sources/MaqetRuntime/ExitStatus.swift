@@ -10,7 +10,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case migrationFailed = 4
     /// A named thing (a VM, a backup file, a script) does not exist.
     case notFound = 5
-    /// Bad command-line usage (unknown option, missing argument, invalid value).
+    /// Bad command-line usage (unknown option, missing argument, invalid value, an ambiguous VM
+    /// id prefix, an unusable maqet.conf).
     case usage = 64
     /// `maqet run --timeout` stopped the script.
     case timeout = 124
@@ -19,7 +20,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
 
     public static let helpText = """
         Exit codes: 0 ok; 1 failed (a full or read-only disk included); 3 refused, nothing changed (a database that is newer, not a database or corrupt, or has foreign side files; \
-        rm of a running VM; pause/resume/reset of a VM in the wrong state); 4 migration failed (rolled back); 5 not found; 64 usage error; 124 timed out; \
+        rm of a running VM; pause/resume/reset of a VM in the wrong state); 4 migration failed (rolled back); 5 not found; 64 usage error (also a VM id prefix \
+        several VMs share, an unusable maqet.conf); 124 timed out; \
         130 interrupted. `maqet run` exits with the script's os.exit(n) code when it calls it.
         """
 }

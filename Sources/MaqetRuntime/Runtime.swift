@@ -11,6 +11,9 @@ public final class Runtime {
     /// 0 = warnings and errors, 1 = info (-v), 2 = debug (-vv); -1 = errors only (--quiet).
     public var verbosity: Int
 
+    /// A Lua error in a workflow keeps its Lua traceback (`--debug`; -v does too).
+    public var tracebacks = false
+
     /// Where workflows and `maqet.lib.*` libraries come from (edited copies before built-ins).
     public let scripts: ScriptLocator
 

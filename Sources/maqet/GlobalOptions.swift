@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import MaqetCore
+import MaqetRuntime
 
 /// Options every command accepts, before or after the subcommand name
 /// (`maqet --maqet-data-dir D ls` and `maqet ls --maqet-data-dir D` are the same).
@@ -19,17 +21,94 @@ struct GlobalOptions: ParsableArguments {
         valueName: "dir"))
     var scriptsDir: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Where maqet.conf is looked for first, and the config dir (its scripts/ holds edited workflow scripts; default: $MAQET_CONFIG_DIR, else maqet.conf's directories.config_dir, else $XDG_CONFIG_HOME/maqet).",
+        valueName: "dir"))
+    var maqetConfigDir: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The runtime directory itself, where running VMs keep their sockets (default: $MAQET_RUNTIME_DIR, else maqet.conf's directories.runtime_dir, else $XDG_RUNTIME_DIR/maqet, else /tmp/maqet-UID). Socket paths in it must fit in 107 bytes.",
+        valueName: "dir"))
+    var maqetRuntimeDir: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Also append maqet's log lines (every level), notices and errors to this file (mode 0600; default: maqet.conf's logging.log_file).",
+        valueName: "path"))
+    var logFile: String?
+
+    @Flag(name: .long, help: "Show the full Lua traceback of an error in a workflow script.")
+    var debug = false
+
     @Flag(name: .shortAndLong, help: "More log output on stderr (-v info, -vv debug).")
     var verbose: Int
 
-    @Flag(name: .shortAndLong, help: "Only errors on stderr.")
+    @Flag(name: .shortAndLong, help: "Only errors on stderr; add, start, stop and apply print only the VM's id.")
     var quiet = false
 
-    var verbosity: Int { quiet ? -1 : verbose }
+    var verbosity: Int { quiet ? -1 : Settings.baseVerbosity + verbose }
 
-    /// Names of the global options that take a value, for moving them behind the subcommand.
-    static let valueOptions: Set<String> = ["--maqet-data-dir", "--migrations-dir", "--scripts-dir"]
-    static let flagOptions: Set<String> = ["-v", "-vv", "-vvv", "--verbose", "-q", "--quiet"]
+    /// Names of the global options that take a value, for moving them behind the subcommand
+    /// (`--format` too: the published maqet took it anywhere; it still goes to the subcommand).
+    static let valueOptions: Set<String> = [
+        "--maqet-data-dir", "--migrations-dir", "--scripts-dir", "--maqet-config-dir", "--maqet-runtime-dir", "--log-file", "--format",
+    ]
+    static let flagOptions: Set<String> = ["-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--debug"]
+
+    /// The published maqet's global flags that have no meaning here, with what to type instead.
+    static let retiredFlags: [String: String] = [
+        "--migrate-force": "maqet migrates an older database by itself (after a backup); to do only that, run 'maqet db migrate'",
+        "--force-migrate": "maqet migrates an older database by itself (after a backup); to do only that, run 'maqet db migrate'",
+        "--no-auto-cleanup": "maqet has no automatic cleanup to turn off (it only records what the real processes say); drop the flag",
+    ]
+
+    /// What the command line and maqet.conf settle for the whole process, once.
+    enum Settings {
+        nonisolated(unsafe) static var settled = false
+        /// maqet.conf's logging.verbosity on maqet's scale (0 when none); -v adds to it.
+        nonisolated(unsafe) static var baseVerbosity = 0
+        nonisolated(unsafe) static var debug = false
+    }
+
+    /// Reads maqet.conf and settles the directories, the log file and the verbosity: a flag
+    /// beats the variable behind it, which beats the file. Runs once, before the command.
+    mutating func validate() throws {
+        if Settings.settled { return }
+        Settings.settled = true
+        Settings.debug = debug
+        let environment = ProcessInfo.processInfo.environment
+        func nonEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
+        let cwd = FileManager.default.currentDirectoryPath
+        func absolute(_ path: String) -> String {
+            URL(fileURLWithPath: path.hasPrefix("/") ? path : (cwd as NSString).appendingPathComponent(path)).standardizedFileURL.path
+        }
+        if let logFile = nonEmpty(logFile) { MaqetLog.filePath = absolute(logFile) }
+        var conf: MaqetConf?
+        if let path = MaqetConf.find(configDirOption: maqetConfigDir, environment: environment) {
+            do {
+                conf = try MaqetConf.load(path, home: nonEmpty(environment["HOME"]) ?? NSHomeDirectory())
+            } catch let error as MaqetError {
+                throw failure(error.message, error.status)
+            }
+        }
+        if let conf {
+            if MaqetLog.filePath == nil, let file = conf.logFile { MaqetLog.filePath = file }
+            if let level = conf.verbosity { Settings.baseVerbosity = level }
+            if nonEmpty(maqetDataDir) == nil, nonEmpty(environment["MAQET_DATA_DIR"]) == nil, let dir = conf.dataDir {
+                setenv("MAQET_DATA_DIR", dir, 1)
+            }
+        }
+        // The runtime and config directories reach every part of maqet (and the VM's runner,
+        // which inherits them) through the variables their one owner reads.
+        if let dir = nonEmpty(maqetRuntimeDir) ?? nonEmpty(environment[RuntimeDirectory.overrideVariable]).map(absolute) ?? conf?.runtimeDir {
+            setenv(RuntimeDirectory.overrideVariable, absolute(dir), 1)
+        }
+        if let dir = nonEmpty(maqetConfigDir) ?? nonEmpty(environment["MAQET_CONFIG_DIR"]) ?? conf?.configDir {
+            setenv("MAQET_CONFIG_DIR", absolute(dir), 1)
+        }
+        if let conf, verbosity >= 0 {
+            for warning in conf.warnings { notice("warning: " + warning) }
+        }
+    }
 }
 
 /// Moves global options written before the subcommand (`maqet --maqet-data-dir D db status`) to

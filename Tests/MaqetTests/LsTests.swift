@@ -98,7 +98,10 @@ final class LsTests: XCTestCase {
         let plain = sandbox.maqet(["ls", "--format", "plain"])
         plain.assertExit(0)
         XCTAssertEqual(plain.stdout, "")
-        sandbox.maqet(["ls", "--format", "yaml"]).assertExit(64)
+        let yaml = sandbox.maqet(["ls", "--format", "yaml"])
+        yaml.assertExit(0)
+        XCTAssertEqual(yaml.stdout, "[]\n")
+        sandbox.maqet(["ls", "--format", "xml"]).assertExit(64)
     }
 
     func testManyRowsAreListed() {

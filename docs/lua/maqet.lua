@@ -448,17 +448,17 @@ maqet.vm = {}
 ---@return maqet.VM[]
 function maqet.vm.list() end
 
----One VM with its live status.
+---One VM with its live status. `name` may also be the VM's id or a unique id prefix (>= 4 characters).
 ---@param name string
 ---@return maqet.VM|nil vm
 ---@return string? message "no VM named 'x' (see 'maqet ls')"
----@return string? code    "ENOVM"
+---@return string? code    "ENOVM", "EAMBIGUOUS" (an id prefix several VMs share)
 function maqet.vm.get(name) end
 
 ---Starts a VM through its runner; returns once QMP answers (unless no_wait).
 ---@param name string
 ---@param opts? maqet.VMStartOptions
----@return {name: string, status: string, pid?: integer, runner_pid: integer, qmp_socket_path: string}|nil result
+---@return {id: string, name: string, status: string, pid?: integer, runner_pid: integer, qmp_socket_path: string}|nil result
 ---@return string? message QEMU's own message for EQEMU
 ---@return string? code    "ENOVM", "EBUSY" (already running), "EQEMU", "ETIMEDOUT", "ENOENT" (no binary), ...
 function maqet.vm.start(name, opts) end
@@ -468,7 +468,7 @@ function maqet.vm.start(name, opts) end
 ---Stopping a VM that is not running returns a result with `was_running = false`.
 ---@param name string
 ---@param opts? maqet.VMStopOptions
----@return {name: string, status: string, stopped_by?: "powerdown"|"quit"|"SIGTERM"|"SIGKILL", was_running: boolean, powerdowns?: integer, start_failed?: boolean}|nil result
+---@return {id: string, name: string, status: string, stopped_by?: "powerdown"|"quit"|"SIGTERM"|"SIGKILL", was_running: boolean, powerdowns?: integer, start_failed?: boolean}|nil result
 ---@return string? message
 ---@return string? code    "ENOVM", "ESTOP" (QEMU would not exit), "EBUSY" (still starting after timeout_s)
 function maqet.vm.stop(name, opts) end

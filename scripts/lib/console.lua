@@ -158,8 +158,9 @@ function console.open(name)
     if type(name) ~= "string" or name == "" then
         error("maqet.vm.console: name must be a non-empty string", 2)
     end
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = require("maqet.lib.vm").resolve(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     local own = qemu.own_serial(qemu.config(row))
     if own then
         return nil, ("VM '%s' has its own serial line (%s); maqet's console is not connected to it (read the guest where that line goes, or take it out of the config with 'maqet apply %s' to use maqet's console)"):format(

@@ -42,11 +42,13 @@ function follow.follow(names, opts)
     if math.type(poll_ms) ~= "integer" or poll_ms <= 0 then
         error("maqet.vm.events: opts.poll_ms must be an integer > 0", 2)
     end
-    for _, name in ipairs(names) do
-        if not assert(maqet.db:query("SELECT 1 FROM vm_instances WHERE name = ?", name))[1] then
-            return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM"
-        end
+    local resolved = {}
+    for i, name in ipairs(names) do
+        local row, missing, missing_code = require("maqet.lib.vm").resolve(name)
+        if not row then return nil, missing, missing_code end
+        resolved[i] = row.name
     end
+    names = resolved
 
     local followed, order = {}, {} -- events log path -> {path, offset, partial}; paths in the order found
     local function scan(first)

@@ -230,8 +230,9 @@ end
 --- connection and the query-block entry of each disk, else the disks as files.
 --- nil, message, code for no such VM, a VM in transition, or a disk QEMU does not have.
 local function open(name, need_disks)
-    local row = vm.get(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = vm.get(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     if row.status == "starting" or row.status == "stopping" then
         return nil, ("VM '%s' is %s; try again when it is done"):format(name, row.status), "EBUSY"
     end

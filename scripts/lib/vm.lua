@@ -2,7 +2,9 @@
 -- (reconcile). The lifecycle workflows (scripts/lifecycle/*.lua) are thin wrappers around this
 -- library; `maqet run` scripts reach it as maqet.vm.*.
 --
--- Failures return nil, message, code (codes: ENOVM no such VM, EBUSY already running,
+-- A VM is named by its name, its id (UUID) or a unique id prefix: vm.resolve is the one lookup.
+-- Failures return nil, message, code (codes: ENOVM no such VM, EAMBIGUOUS an id prefix several
+-- VMs share, EBUSY already running,
 -- EQEMU QEMU refused to start, ETIMEDOUT, ESTOP QEMU would not exit, ENOTRUNNING / ENOTPAUSED /
 -- EPAUSED / EPANICKED the VM is in the wrong state for pause/resume/reset, or the QMP error class).
 -- Statuses and their transitions are defined in lib/status.lua.
@@ -82,7 +84,46 @@ end
 
 -- Rows and logs ----------------------------------------------------------------------------
 
-local function row_by_name(name)
+--- The shortest UUID prefix that names a VM (`maqet status 3f2a`).
+vm.min_id_prefix = 4
+
+--- The one place a VM is looked up by what the user typed: its name, its id (UUID) or a unique
+--- prefix of its id of at least vm.min_id_prefix characters. A name wins over an id prefix that
+--- also matches it. Returns the row, or nil, message, code: ENOVM (nothing matches) or
+--- EAMBIGUOUS (a prefix that several VMs' ids start with; the message lists them).
+---@param ident string
+---@return table|nil row
+---@return string? message
+---@return string? code
+function vm.resolve(ident)
+    if type(ident) ~= "string" or ident == "" then
+        return nil, "no VM named '' (give a VM name or id; see 'maqet ls')", "ENOVM"
+    end
+    local row = assert(maqet.db:query("SELECT * FROM vm_instances WHERE name = ?", ident))[1]
+    if row then return row end
+    local id = ident:lower()
+    if #id >= vm.min_id_prefix and id:find("^[0-9a-f-]+$") then
+        local rows = assert(maqet.db:query(
+            "SELECT * FROM vm_instances WHERE lower(substr(id, 1, ?)) = ? ORDER BY name LIMIT 11", #id, id))
+        if #rows == 1 then return rows[1] end
+        if #rows > 1 then
+            local names = {}
+            for i, r in ipairs(rows) do
+                if i > 10 then names[#names + 1] = "..."; break end
+                names[#names + 1] = ("%s (%s)"):format(r.name, r.id)
+            end
+            return nil, ("'%s' is the start of %s VM ids: %s; type more of the id, or the name"):format(
+                ident, #rows > 10 and "more than 10" or tostring(#rows), table.concat(names, ", ")), "EAMBIGUOUS"
+        end
+    end
+    return nil, ("no VM named '%s' (see 'maqet ls')"):format(ident), "ENOVM"
+end
+
+-- A row by what the user typed (vm.resolve), or nil, message, code.
+local row_by_name = vm.resolve
+
+-- A row by its exact name (re-reading a row already found), or nil.
+local function row_named(name)
     return assert(maqet.db:query("SELECT * FROM vm_instances WHERE name = ?", name))[1]
 end
 
@@ -90,7 +131,7 @@ end
 --- row or a VM name.
 function vm.log_path(vm_or_name)
     local row = vm_or_name
-    if type(row) ~= "table" then row = row_by_name(vm_or_name) or { id = vm_or_name, name = vm_or_name } end
+    if type(row) ~= "table" then row = row_named(vm_or_name) or { id = vm_or_name, name = vm_or_name } end
     return qemu.paths(row).history_log
 end
 
@@ -260,7 +301,7 @@ function vm.reconcile(row)
         -- QEMU is gone but its runner (ours or the published maqet's) lives: it is recording
         -- the exit right now.
         wait_pid(row.runner_pid, 1000)
-        local fresh = row_by_name(row.name)
+        local fresh = row_named(row.name)
         if not fresh or fresh.id ~= row.id then return fresh or row end
         if fresh.status ~= row.status or fresh.pid ~= row.pid then
             if vm.ACTIVE[fresh.status] then return vm.reconcile(fresh) end
@@ -305,7 +346,7 @@ function vm.reconcile(row)
         row.status, row.pid, row.runner_pid, row.qmp_socket_path = to, nil, nil, nil
         row.reason = reason
     else
-        local fresh = row_by_name(row.name)
+        local fresh = row_named(row.name)
         if fresh then row = fresh end
     end
     if release then release() end
@@ -350,14 +391,15 @@ end
 --- last_log (last line of its log). nil, message, "ENOVM" when there is no such VM.
 ---@param name string
 function vm.get(name)
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = row_by_name(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     row = vm.reconcile(row)
     local ok, config = pcall(qemu.config, row)
     row.config = ok and config or {}
     if row.alive then row.uptime_s = vm.uptime_s(row.process) end
     row.process = nil
-    row.last_log = vm.last_log_line(name)
+    row.last_log = vm.last_log_line(row)
     return row
 end
 
@@ -366,11 +408,12 @@ end
 local start_locked
 
 --- Starts a VM through its per-VM runner. opts: timeout_s (default 30), no_wait.
---- Returns {name, status, pid, runner_pid, qmp_socket_path} or nil, message, code.
+--- Returns {id, name, status, pid, runner_pid, qmp_socket_path} or nil, message, code.
 function vm.start(name, opts)
     opts = opts or {}
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = row_by_name(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     -- The VM's lock first: held from before the claim until the runner (and QEMU) have it, so no
     -- other start can begin and no reconciliation can take this start for a dead one. It may be
     -- held for a moment by an exiting runner or a reconciling maqet: then try again, briefly.
@@ -380,7 +423,7 @@ function vm.start(name, opts)
         release, message, code = vm.take_lock(row)
         if release then break end
         if code ~= "EBUSY" then return nil, ("VM '%s' could not be started: %s"):format(name, message), code end
-        row = vm.reconcile(row_by_name(name) or row)
+        row = vm.reconcile(row_named(name) or row)
         if vm.ACTIVE[row.status] then
             return nil, ("VM '%s' is already %s (pid %s); stop it first with 'maqet stop %s'"):format(
                 name, row.status, tostring(row.pid or row.runner_pid or "-"), name), "EBUSY"
@@ -402,8 +445,9 @@ vm.lock_wait_s = 2
 
 -- vm.start, holding the VM's lock.
 start_locked = function(name, opts)
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = row_by_name(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     row = vm.reconcile(row)
     if vm.ACTIVE[row.status] then
         return nil, ("VM '%s' is already %s (pid %s); stop it first with 'maqet stop %s'"):format(
@@ -481,8 +525,9 @@ start_locked = function(name, opts)
                 launched.runner_pid, row.id, me))
         end)
     end
-    local fresh = row_by_name(name) or row
+    local fresh = row_named(name) or row
     return {
+        id = row.id,
         name = name,
         status = fresh.status == "starting" and (launched.status or "starting") or fresh.status,
         pid = launched.pid or fresh.pid,
@@ -511,7 +556,7 @@ local function settle_starts(rows, deadline)
         local waiting
         for i, row in ipairs(rows) do
             if starting(row) then
-                local fresh = row_by_name(row.name)
+                local fresh = row_named(row.name)
                 rows[i] = fresh and fresh.id == row.id and vm.reconcile(fresh) or row
                 if starting(rows[i]) then waiting = rows[i] end
             end
@@ -555,7 +600,7 @@ function vm.stop_rows(rows, opts)
 
     local results, pending = {}, {}
     for _, row in ipairs(rows) do
-        local result = { name = row.name, status = row.status, was_running = vm.ACTIVE[row.status] or false }
+        local result = { id = row.id, name = row.name, status = row.status, was_running = vm.ACTIVE[row.status] or false }
         results[#results + 1] = result
         if row.status == "starting" then
             result.error = ("is still starting (by pid %s) after %g s; try again when the start has finished"):format(
@@ -730,10 +775,11 @@ function vm.stop_rows(rows, opts)
 end
 
 --- Stops one VM. opts: force, timeout_s (default 30), powerdown_interval_s (default 2).
---- Returns {name, status, stopped_by, was_running, powerdowns, start_failed} or nil, message, code.
+--- Returns {id, name, status, stopped_by, was_running, powerdowns, start_failed} or nil, message, code.
 function vm.stop(name, opts)
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = row_by_name(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     row = vm.reconcile(row)
     local result = vm.stop_rows({ row }, opts)[1]
     if result.error then return nil, ("VM '%s' %s"):format(name, result.error), result.code end
@@ -745,8 +791,9 @@ end
 --- Runs one QMP command on a running VM's client monitor.
 --- Returns QEMU's return value, or nil, message, code (ENOVM, ENOTRUNNING, the QMP error class, ...).
 function vm.qmp(name, command, args, opts)
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = row_by_name(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     row = vm.reconcile(row)
     if not status.has_qemu(row.status) or not row.alive then
         return nil, ("VM '%s' is not running (status %s)"):format(name, row.status), "ENOTRUNNING"
@@ -779,7 +826,7 @@ vm.control_wait_ms = 5000
 local function wait_for_status(row, want, timeout_ms)
     local deadline = maqet.now() + timeout_ms / 1000
     while true do
-        local fresh = row_by_name(row.name)
+        local fresh = row_named(row.name)
         if not fresh or fresh.id ~= row.id or fresh.status == want then return fresh end
         if maqet.now() >= deadline then return nil end
         maqet.sleep(5)
@@ -788,8 +835,9 @@ end
 
 --- The reconciled row of a VM whose QEMU runs, or nil, message, code.
 local function live_row(name, verb)
-    local row = row_by_name(name)
-    if not row then return nil, ("no VM named '%s' (see 'maqet ls')"):format(name), "ENOVM" end
+    local row, missing, missing_code = row_by_name(name)
+    if not row then return nil, missing, missing_code end
+    name = row.name
     row = vm.reconcile(row)
     if not row.alive or not status.has_qemu(row.status) then
         return nil, ("cannot %s VM '%s': it is not running (status %s); start it with 'maqet start %s'"):format(
@@ -819,6 +867,7 @@ end
 function vm.pause(name)
     local row, message, code = live_row(name, "pause")
     if not row then return nil, message, code end
+    name = row.name
     if row.status == "paused" then
         return nil, ("VM '%s' is already paused; resume it with 'maqet resume %s'"):format(name, name), "EPAUSED"
     end
@@ -833,6 +882,7 @@ end
 function vm.resume(name)
     local row, message, code = live_row(name, "resume")
     if not row then return nil, message, code end
+    name = row.name
     if row.status ~= "paused" then
         return nil, ("cannot resume VM '%s': it is not paused (status %s)"):format(name, row.status), "ENOTPAUSED"
     end
@@ -852,6 +902,7 @@ end
 function vm.reset(name)
     local row, message, code = live_row(name, "reset")
     if not row then return nil, message, code end
+    name = row.name
     local ok, err, class = vm.qmp(name, "system_reset", nil, { timeout_ms = vm.qmp_timeout_ms })
     if ok == nil then return nil, ("VM '%s': system_reset failed: %s"):format(name, tostring(err)), class end
     vm.log(row, "reset by maqet reset (hard reset: system_reset)")
@@ -862,6 +913,8 @@ end
 
 vm.status_of_code = {
     ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused",
+    -- an id prefix that names several VMs: the user must type more (usage error, nothing done)
+    EAMBIGUOUS = "usage",
     -- the VM is in the wrong state for the operation: refused, nothing changed
     ENOTRUNNING = "refused", ENOTPAUSED = "refused", EPAUSED = "refused", EPANICKED = "refused",
 }

@@ -47,6 +47,9 @@ function wait.wait(name, opts)
     if type(opts) ~= "table" or (opts.state == nil) == (opts.console == nil) then
         error("maqet.vm.wait: opts must give either state or console", 2)
     end
+    local found, missing, missing_code = vm.resolve(name)
+    if not found then return nil, missing, missing_code end
+    name = found.name
     local deadline = opts.timeout_ms and (maqet.now() + opts.timeout_ms / 1000) or nil
     local after_s = opts.timeout_ms and ("%g s"):format(opts.timeout_ms / 1000) or nil
 

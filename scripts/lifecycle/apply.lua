@@ -1,9 +1,11 @@
--- scripts/lifecycle/apply.lua: `maqet apply NAME [CONFIG.yaml ...] [--vm-config FILE ...] [--memory M] [--cpu N]`
+-- scripts/lifecycle/apply.lua: `maqet apply NAME [CONFIG.yaml ...] [--vm-config FILE ...] [--memory M] [--cpu N]
+-- [--binary PATH] [--enable-kvm]`
 -- Changes a stopped VM's config: the stored config, then the files in order, then the flags, are
 -- merged and validated. Creates the VM when there is none. Refused while the VM runs. Takes an
 -- automatic backup of the state database first, so `maqet db restore` undoes it.
 local config = require("maqet.lib.config")
 local status = require("maqet.lib.status")
+local vm = require("maqet.lib.vm")
 
 local null = maqet.json.null
 
@@ -27,10 +29,14 @@ end
 return {
     description = "Change a stopped VM's config (create it when missing); backs up the state first",
 
-    ---@param args {name: string, files: string[]?, memory: (string|integer)?, cpu: integer?}
+    ---@param args {name: string, files: string[]?, memory: (string|integer)?, cpu: integer?, binary: string?, enable_kvm: boolean?}
     run = function(args)
         local db = maqet.db
         local name = args.name
+        -- An existing VM may be named by its id or an id prefix (lib/vm.lua); a name that matches
+        -- nothing creates a VM of that name.
+        local found, missing, missing_code = vm.resolve(name)
+        if found then name = found.name elseif missing_code == "EAMBIGUOUS" then maqet.error(missing, "usage") end
         local ok, reason = config.name_ok(name)
         if not ok then maqet.error(reason, "usage") end
 
@@ -49,6 +55,13 @@ return {
         local flags = {}
         if args.memory ~= nil and args.memory ~= null then flags.memory = args.memory; origins.memory = "--memory" end
         if args.cpu ~= nil and args.cpu ~= null then flags.cpu = args.cpu; origins.cpu = "--cpu" end
+        if args.binary ~= nil and args.binary ~= null then flags.binary = args.binary; origins.binary = "--binary" end
+        -- --enable-kvm asks for KVM the way a config does: an `accel: kvm` argument (it replaces an
+        -- earlier accel item; lib/qemu.lua adds the TCG fallback where /dev/kvm is missing).
+        if args.enable_kvm == true then
+            flags.arguments = maqet.json.array({ { accel = "kvm" } })
+            origins["arguments:accel"] = "--enable-kvm"
+        end
 
         local old = stored or {}
         -- A bad value is reported against where it came from: "--memory: memory: ..." or "FILE: cpu: ...".
@@ -56,7 +69,7 @@ return {
         local diff = changes(old, cfg)
 
         if row and #diff == 0 then
-            return { name = name, created = false, changes = diff, backup = null }
+            return { id = row.id, name = name, created = false, changes = diff, backup = null }
         end
 
         local backup = null
@@ -66,6 +79,7 @@ return {
             backup = path
         end
 
+        local id = row and row.id or config.new_id()
         db:transaction(function(tx)
             if row then
                 local n = assert(tx:exec(
@@ -77,10 +91,10 @@ return {
             else
                 assert(tx:exec([[INSERT INTO vm_instances (id, name, config_path, config_data, status)
                                  VALUES (?, ?, ?, ?, 'created')]],
-                    config.new_id(), name,
+                    id, name,
                     files[1] and config.absolute(files[1], maqet.fs.cwd()) or nil, config.encode(cfg)))
             end
         end)
-        return { name = name, created = row == nil, changes = diff, backup = backup }
+        return { id = id, name = name, created = row == nil, changes = diff, backup = backup }
     end,
 }

@@ -24,8 +24,8 @@ return {
     description = "Print the QMP events and status changes of VMs as they happen, until Ctrl-C",
     run = function(args)
         local format = args.format == "json" and "json" or "text"
-        local next_entry, err = events.follow(args.names or {})
-        if not next_entry then maqet.error(err, "not_found") end
+        local next_entry, err, code = events.follow(args.names or {})
+        if not next_entry then maqet.error(err, code == "EAMBIGUOUS" and "usage" or "not_found") end
         for entry, line in next_entry do
             io.stdout:write(describe(entry, line, format), "\n")
             io.stdout:flush()

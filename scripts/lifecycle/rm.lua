@@ -1,4 +1,4 @@
--- maqet rm NAME|--all [--force] [--yes] [--delete-storage]
+-- maqet rm NAME|--all [--force] [--yes] [--delete-storage [--keep-snapshots]]
 -- 1. Refuses a running VM unless --force.
 -- 2. --all asks "Remove N VMs? [y/N]" on a terminal unless --yes; without a terminal it needs --yes.
 -- 3. With --force, kills the running VMs and waits until they have exited.
@@ -7,7 +7,8 @@
 -- 6. Deletes their logs in the data directory (history, events, console: qemu.data_files), so a
 --    VM added later under the same name starts with none of the removed VM's output.
 -- 7. --delete-storage then deletes the disk images maqet created for them (storage_registry)
---    and lists them; images you brought yourself are never recorded, so never deleted.
+--    and lists them; images you brought yourself are never recorded, so never deleted. With
+--    --keep-snapshots, an image holding internal snapshots is kept (and listed as kept).
 local vm = require("maqet.lib.vm")
 local qemu = require("maqet.lib.qemu")
 local storage = require("maqet.lib.storage")
@@ -68,9 +69,21 @@ return {
             maqet.error("nothing removed: the automatic backup of the state failed: " .. tostring(backup_error), "failure")
         end
 
-        local files = {}
+        -- --keep-snapshots: an image that holds internal snapshots (qemu-img info) is not deleted
+        -- with --delete-storage; it stays where it is and is reported as kept.
+        local files, kept = {}, maqet.json.array()
         if args.delete_storage then
-            for _, row in ipairs(rows) do files[row.name] = storage.files(row.name) end
+            for _, row in ipairs(rows) do
+                files[row.name] = storage.files(row.name)
+                if args.keep_snapshots then
+                    local doomed = {}
+                    for _, path in ipairs(files[row.name]) do
+                        local snaps = require("maqet.lib.snapshot").on_disk(path)
+                        if snaps and #snaps > 0 then kept[#kept + 1] = path else doomed[#doomed + 1] = path end
+                    end
+                    files[row.name] = doomed
+                end
+            end
         end
         local removed = maqet.json.array()
         maqet.db:transaction(function(tx)
@@ -97,6 +110,6 @@ return {
         if #failed > 0 then
             maqet.error("removed " .. table.concat(removed, ", ") .. " but could not delete: " .. table.concat(failed, "; "), "failure")
         end
-        return { removed = removed, deleted_files = deleted, backup = backup or maqet.json.null }
+        return { removed = removed, deleted_files = deleted, kept_files = kept, backup = backup or maqet.json.null }
     end,
 }

@@ -28,7 +28,9 @@ return {
             qmp_socket_path = row.qmp_socket_path or null,
             runner_socket_path = (vm.ACTIVE[row.status] and runner ~= "python-maqet") and paths.runner_qmp or null,
             uptime_s = row.uptime_s and math.floor(row.uptime_s) or null,
-            config = {
+            -- The stored config as an object (as `maqet ls --format json` has it), and a summary.
+            config = config,
+            summary = {
                 binary = config.binary or qemu.default_binary,
                 memory = config.memory or null,
                 cpu = config.cpu or null,

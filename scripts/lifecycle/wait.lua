@@ -4,7 +4,7 @@
 local wait = require("maqet.lib.wait")
 local console = require("maqet.lib.console")
 
-local status_of_code = { ENOVM = "not_found", ETIMEDOUT = "timeout", EINVAL = "usage" }
+local status_of_code = { ENOVM = "not_found", EAMBIGUOUS = "usage", ETIMEDOUT = "timeout", EINVAL = "usage" }
 
 return {
     description = "Wait for a VM to reach a state, or for its console to print a pattern",

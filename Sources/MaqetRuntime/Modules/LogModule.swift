@@ -29,6 +29,7 @@ enum LogModule {
     /// Writes `message` when `verbosity` lets `level` through. Each line of a multi-line message
     /// gets the prefix, so every stderr line says where it came from.
     static func write(_ level: Level, _ message: String, verbosity: Int) {
+        MaqetLog.appendToFile(level.label, message)
         guard level.rawValue <= verbosity else { return }
         var text = ""
         for line in message.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -52,4 +53,21 @@ enum LogModule {
     private static let info: LuaFunction = { L in log(L, .info, "info") }
     private static let warn: LuaFunction = { L in log(L, .warning, "warn") }
     private static let error: LuaFunction = { L in log(L, .error, "error") }
+}
+
+/// maqet's log lines in a file besides stderr (`--log-file PATH`, `logging.log_file` in
+/// maqet.conf): every maqet.log line of any level, the command's notices and its error line, as
+/// `<UTC timestamp> maqet[<pid>] <level>: <message>`, appended (the file is 0600).
+public enum MaqetLog {
+    /// The file, when the command was given one.
+    nonisolated(unsafe) public static var filePath: String?
+
+    /// Appends one line per line of `message` to the log file, when there is one.
+    public static func appendToFile(_ level: String, _ message: String) {
+        guard let path = filePath else { return }
+        let head = "\(utcTimestamp()) maqet[\(getpid())] \(level): "
+        var text = ""
+        for line in message.split(separator: "\n", omittingEmptySubsequences: false) { text += head + line + "\n" }
+        LogFile.append(path, Array(text.utf8))
+    }
 }

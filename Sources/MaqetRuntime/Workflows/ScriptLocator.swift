@@ -4,7 +4,8 @@ import Foundation
 /// `scripts/lib/`). A user overrides one by putting an edited copy, under the same relative name,
 /// in the first of these that has it:
 /// 1. `--scripts-dir DIR` (or `$MAQET_SCRIPTS_DIR`),
-/// 2. `$XDG_CONFIG_HOME/maqet/scripts` (else `~/.config/maqet/scripts`),
+/// 2. `<config dir>/scripts`: the config dir is `$MAQET_CONFIG_DIR` (`--maqet-config-dir`,
+///    maqet.conf's `directories.config_dir`), else `$XDG_CONFIG_HOME/maqet` (else `~/.config/maqet`),
 /// 3. the copies built into the binary.
 public struct ScriptLocator: Sendable {
     public enum Origin: String, Sendable {
@@ -42,10 +43,18 @@ public struct ScriptLocator: Sendable {
         if let dir = nonEmpty(scriptsDirOption) ?? nonEmpty(environment["MAQET_SCRIPTS_DIR"]) {
             directories.append((dir, .scriptsDir))
         }
+        directories.append(((Self.configDirectory(environment: environment) as NSString).appendingPathComponent("scripts"), .userConfig))
+        self.directories = directories
+    }
+
+    /// maqet's config directory: `$MAQET_CONFIG_DIR`, else `$XDG_CONFIG_HOME/maqet`, else
+    /// `~/.config/maqet` (the one owner of that path).
+    public static func configDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        func nonEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
+        if let own = nonEmpty(environment["MAQET_CONFIG_DIR"]) { return own }
         let config = nonEmpty(environment["XDG_CONFIG_HOME"])
             ?? ((nonEmpty(environment["HOME"]) ?? NSHomeDirectory()) as NSString).appendingPathComponent(".config")
-        directories.append(((config as NSString).appendingPathComponent("maqet/scripts"), .userConfig))
-        self.directories = directories
+        return (config as NSString).appendingPathComponent("maqet")
     }
 
     /// The copy of `name` ("lifecycle/start.lua") that maqet uses, or nil when there is none.

@@ -21,7 +21,8 @@ extension Runtime {
 
     /// Runs workflow `name` ("lifecycle/start.lua") with `arguments` and returns what its `run`
     /// returned, as JSON. Lua errors become `MaqetError`s: a `maqet.error` keeps its status, any
-    /// other error is a failure whose message keeps the file and line (and, with -v, the traceback).
+    /// other error is a failure whose message keeps the file and line (and, with -v or --debug,
+    /// the traceback).
     public func runWorkflow(_ name: String, arguments: JSONValue = .object([])) throws -> JSONValue {
         let lua = self.lua
         guard let script = scripts.find(name) else {
@@ -40,7 +41,7 @@ extension Runtime {
             var encoder = JSONModule.Encoder(lua: lua)
             return try encoder.value(at: -1, depth: 0)
         } catch let error as LuaScriptError {
-            throw MaqetError(verbosity > 0 ? error.message : Self.withoutTraceback(error.message))
+            throw MaqetError(verbosity > 0 || tracebacks ? error.message : Self.withoutTraceback(error.message))
         } catch let error as LuaUsageError {
             throw MaqetError("\(script.chunkName.dropFirst()): result cannot be read: \(error.description)")
         }

@@ -19,7 +19,9 @@ extension Maqet {
                 from the config, else a generated 'vm-XXXXXXXX'. The config is validated now (binary, \
                 memory, cpu, storage); every refusal is one line and writes nothing. Exit codes: \
                 0 added; 1 a VM with that name exists; 5 a config file cannot be read; 64 invalid \
-                config, name or options. See docs/configuration.md for every key.
+                config, name or options. --format json|yaml prints the VM (its id, name and config); \
+                --quiet prints only its id, for scripts: id=$(maqet add -q vm.yaml). See \
+                docs/configuration.md for every key.
                 """
         )
 
@@ -37,7 +39,7 @@ extension Maqet {
         @Flag(name: .long, help: "Create a VM with an empty config ({}).")
         var empty = false
 
-        @Option(name: .long, help: "Output format: text or json.")
+        @Option(name: .long, help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
@@ -47,8 +49,9 @@ extension Maqet {
                 ("empty", .bool(empty)),
             ])
             let result = try global.runWorkflow("lifecycle/add.lua", arguments, refusalWritesNothing: true)
-            if format == .json {
-                print((try? result.serialized(indent: 2)) ?? "{}")
+            if result.printStructured(format) { return }
+            if global.quiet {
+                print(result["id"]?.plainText ?? "")
             } else {
                 print("Added VM '\(result["name"]?.plainText ?? "?")'")
             }

@@ -12,17 +12,21 @@ extension Maqet {
             abstract: "Change a stopped VM's config (creates the VM when it does not exist).",
             discussion: """
                 The stored config, then the files (positional first, then each --vm-config), then \
-                --memory and --cpu are merged (same rules as 'maqet add') and validated. Before \
+                --memory, --cpu, --binary and --enable-kvm are merged (same rules as 'maqet add') and validated. Before \
                 changing an existing VM, maqet takes an automatic backup of the state database \
                 (undo with 'maqet db restore BACKUP'); then it prints what changed. Refused while \
-                the VM is running: stop it first. Exit codes: 0 applied (or nothing to change); \
-                1 the VM is running; 5 a config file cannot be read; 64 invalid config or options.
+                the VM is running: stop it first. NAME may also be the VM's id or a unique id prefix \
+                (at least 4 characters). --enable-kvm adds the argument 'accel: kvm' (QEMU falls back \
+                to TCG without /dev/kvm; the published maqet stored a key that did nothing). With \
+                --quiet only the VM's id is printed. Exit codes: 0 applied (or nothing to change); \
+                1 the VM is running; 5 a config file cannot be read; 64 invalid config or options, \
+                or an id prefix several VMs share.
                 """
         )
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM to change.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM to change (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String
 
         @Argument(help: ArgumentHelp("YAML config files merged over the stored config, in order.", valueName: "config.yaml"))
@@ -37,7 +41,13 @@ extension Maqet {
         @Option(name: .long, help: ArgumentHelp("Number of CPUs.", valueName: "n"))
         var cpu: Int?
 
-        @Option(name: .long, help: "Output format: text or json.")
+        @Option(name: .long, help: ArgumentHelp("The QEMU program (a name looked up in PATH, or a path; a relative path is relative to this directory).", valueName: "path"))
+        var binary: String?
+
+        @Flag(name: .customLong("enable-kvm"), help: "Ask for KVM: adds the argument 'accel: kvm' (QEMU falls back to TCG where /dev/kvm is missing).")
+        var enableKVM = false
+
+        @Option(name: .long, help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
@@ -46,12 +56,13 @@ extension Maqet {
                 ("files", .array((files + vmConfig).map(JSONValue.string))),
                 ("memory", memory.map(JSONValue.string) ?? .null),
                 ("cpu", cpu.map { JSONValue.integer(Int64($0)) } ?? .null),
+                ("binary", binary.map { JSONValue.string(Self.absoluteIfPath($0)) } ?? .null),
+                ("enable_kvm", .bool(enableKVM)),
             ])
             let result = try global.runWorkflow("lifecycle/apply.lua", arguments, refusalWritesNothing: true)
-            if format == .json {
-                print((try? result.serialized(indent: 2)) ?? "{}")
-                return
-            }
+            if result.printStructured(format) { return }
+            if global.quiet { print(result["id"]?.plainText ?? name); return }
+            let name = result["name"]?.plainText ?? self.name
             var changes: [JSONValue] = []
             if case .array(let items)? = result["changes"] { changes = items }
             if case .bool(true)? = result["created"] {
@@ -70,6 +81,12 @@ extension Maqet {
             if case .string(let backup)? = result["backup"] {
                 print("Backup of the previous state: \(backup) (undo with 'maqet db restore \(backup)')")
             }
+        }
+
+        /// `--binary ./qemu` names a file relative to where the user is; a bare name is looked up in PATH.
+        static func absoluteIfPath(_ binary: String) -> String {
+            guard binary.contains("/"), !binary.hasPrefix("/") else { return binary }
+            return URL(fileURLWithPath: (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(binary)).standardizedFileURL.path
         }
     }
 }

@@ -37,7 +37,7 @@ extension Maqet {
         @Flag(help: "Do not ask before cleaning up.")
         var force = false
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
@@ -46,9 +46,7 @@ extension Maqet {
                 ("interactive", .bool(isatty(0) == 1 && isatty(2) == 1)),
             ])
             let failed = cleanupFailures(result)
-            if format == .json {
-                result.printJSON()
-            } else {
+            if !result.printStructured(format) {
                 printCleanupReport(result, dryRun: dryRun)
             }
             if !failed.isEmpty {

@@ -34,12 +34,12 @@ extension Maqet.Db {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+        @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
         func run() throws {
             do {
                 let report = try StateMaintenance.status(global.stateConfiguration, verbosity: global.verbosity)
-                format == .json ? printJSON(json(report)) : printText(report)
+                format != .text ? printJSON(as: format, json(report)) : printText(report)
             } catch {
                 throw maqet.exitCode(for: error)
             }
@@ -209,14 +209,14 @@ extension Maqet.Db {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+        @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
         func run() throws {
             let configuration = global.stateConfiguration
             let list = MaqetRuntime.Backups.list(in: configuration.dataDirectory).reversed()
             let versions = list.map { StateMaintenance.version(ofBackup: $0.path) }
-            if format == .json {
-                printJSON(.array(zip(list, versions).map { b, v in
+            if format != .text {
+                printJSON(as: format, .array(zip(list, versions).map { b, v in
                     .object([("path", .string(b.path)), ("kind", .string(b.kind.rawValue)), ("size", .int(b.size)),
                              ("time", .string(b.time)), ("schema_version", v.map { .int(Int64($0)) } ?? .null)])
                 }))
@@ -282,7 +282,7 @@ extension Maqet.Db {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+        @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
         func run() throws {
             let report: CheckReport
@@ -291,8 +291,8 @@ extension Maqet.Db {
             } catch {
                 throw maqet.exitCode(for: error)
             }
-            if format == .json {
-                printJSON(.object([
+            if format != .text {
+                printJSON(as: format, .object([
                     ("ok", .bool(report.ok)),
                     ("integrity_check", .array(report.integrity.map(JSON.string))),
                     ("foreign_key_violations", .array(report.foreignKeyViolations.map(JSON.string))),

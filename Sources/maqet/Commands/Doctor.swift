@@ -28,14 +28,12 @@ extension Maqet {
         @Flag(help: "Fix what is safe to fix (the same as 'maqet cleanup --force').")
         var fix = false
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("doctor.lua", [("fix", .bool(fix))])
-            if format == .json {
-                result.printJSON()
-            } else {
+            if !result.printStructured(format) {
                 let checks = result["checks"]?.arrayItems ?? []
                 let width = checks.map { ($0["name"]?.plainText ?? "").count }.max() ?? 0
                 for check in checks {

@@ -22,8 +22,13 @@ extension Maqet {
         @Argument(help: ArgumentHelp("The VMs to follow (default: every VM).", valueName: "name"))
         var names: [String] = []
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text or json (one JSON object per line).")
         var format: ReportFormat = .text
+
+        func validate() throws {
+            // A stream that never ends has no one YAML document to print.
+            if format == .yaml { throw ValidationError("events are a stream of one JSON object per line: use --format json") }
+        }
 
         func run() throws {
             _ = try global.runLifecycleWorkflow("events.lua", [

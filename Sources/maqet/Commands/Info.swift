@@ -24,12 +24,12 @@ extension Maqet {
         @Argument(help: ArgumentHelp("The VM.", valueName: "name"))
         var name: String
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("info.lua", [("name", .string(name))])
-            if format == .json { withConfigData(result).printJSON(); return }
+            if withConfigData(result).printStructured(format) { return }
             printLines(infoLines(result))
         }
     }

@@ -19,6 +19,7 @@ extension Maqet {
                   json   an array with one object per VM holding every column of vm_instances as \
                 stored (config_data stays the original string), plus "config": config_data parsed \
                 as a JSON value (null when it is not valid JSON). '[]' when there are no VMs.
+                  yaml   the same as json, as a YAML document.
                 VMs are sorted by name. When a row is active (starting, running, paused, stopping: \
                 scripts/lib/status.lua defines them), ls first checks it against the real process \
                 (scripts/lifecycle/reconcile.lua): a dead VM is shown and \
@@ -31,7 +32,7 @@ extension Maqet {
         @Option(help: ArgumentHelp("Only VMs with this status (created, starting, running, paused, stopping, stopped, crashed: the ones scripts/lib/status.lua defines; another word exits 64).", valueName: "status"))
         var status: String?
 
-        @Option(help: "Output format: table, plain or json.")
+        @Option(help: "Output format: table, plain, json or yaml.")
         var format: OutputFormat = .table
 
         func run() throws {
@@ -42,6 +43,12 @@ extension Maqet {
                 var out = OutputBuffer(capacity: 1 << 16)
                 switch format {
                 case .json: try listJSON(store.database, into: &out)
+                case .yaml:
+                    // The same document as json (built once, in one place), printed as YAML.
+                    var json = OutputBuffer(capacity: 1 << 16)
+                    try listJSON(store.database, into: &json)
+                    let value = try JSONValue.parse(String(decoding: json.bytes, as: UTF8.self))
+                    value.printStructured(.yaml)
                 case .table, .plain: try listRows(store.database, table: format == .table, runners: runners, into: &out)
                 }
                 out.flush()

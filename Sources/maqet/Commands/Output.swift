@@ -1,15 +1,93 @@
 import ArgumentParser
 import Foundation
+import MaqetCore
 import MaqetRuntime
+import Yams
+
+// The one owner of maqet's output formats: every command prints its structured result through
+// `printStructured` (JSON or YAML of the same value), so a format is defined here once.
 
 /// Output formats of listing commands.
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case table, json, plain
+    case table, json, yaml, plain
+
+    /// The machine format, when this is one.
+    var structured: ReportFormat? {
+        switch self {
+        case .json: return .json
+        case .yaml: return .yaml
+        case .table, .plain: return nil
+        }
+    }
 }
 
-/// Machine-readable or human output.
+/// Human or machine-readable (JSON, YAML) output.
 enum ReportFormat: String, ExpressibleByArgument, CaseIterable {
-    case text, json
+    case text, json, yaml
+}
+
+extension JSONValue {
+    /// Prints the value as `format` asks and returns true, when that is a machine format (json,
+    /// yaml); returns false for text, so the caller prints its human form:
+    /// `if result.printStructured(format) { return }`.
+    ///
+    /// A VM's config always comes out as an object, never as an escaped JSON string: an object
+    /// with a `config_data` string of JSON text (a vm_instances row) and no `config` gets
+    /// `config`, that text parsed (as `maqet ls --format json` does).
+    @discardableResult
+    func printStructured(_ format: ReportFormat) -> Bool {
+        let value = withConfigObjects
+        switch format {
+        case .text: return false
+        case .json:
+            var out = OutputBuffer()
+            out.line((try? value.serialized(indent: 2)) ?? "null")
+            out.flush()
+        case .yaml:
+            var out = OutputBuffer()
+            out.append(value.yamlText)
+            out.flush()
+        }
+        return true
+    }
+
+    /// Adds `config` (parsed) beside every `config_data` string holding a JSON object.
+    var withConfigObjects: JSONValue {
+        switch self {
+        case .array(let items): return .array(items.map(\.withConfigObjects))
+        case .object(var members):
+            members = members.map { ($0.key, $0.value.withConfigObjects) }
+            if !members.contains(where: { $0.key == "config" }),
+               let index = members.firstIndex(where: { $0.key == "config_data" }),
+               case .string(let text) = members[index].value,
+               let parsed = try? JSONValue.parse(text), case .object = parsed {
+                members.insert((key: "config", value: parsed), at: index + 1)
+            }
+            return .object(members)
+        default: return self
+        }
+    }
+
+    /// The value as a YAML document in block style (keys in their order; strings that a YAML
+    /// reader would take for something else, such as `off`, `123` or `null`, are quoted).
+    var yamlText: String {
+        let text = (try? Yams.serialize(node: yamlNode, allowUnicode: true)) ?? "null\n"
+        return text.hasSuffix("\n") ? text : text + "\n"
+    }
+
+    private var yamlNode: Node {
+        switch self {
+        case .null: return .scalar(.init("null"))
+        case .bool(let b): return .scalar(.init(b ? "true" : "false"))
+        case .integer(let i): return .scalar(.init(String(i)))
+        case .double(let d):
+            return .scalar(.init(d.isFinite ? ((try? JSONValue.formatDouble(d)) ?? String(d)) : (d.isNaN ? ".nan" : (d > 0 ? ".inf" : "-.inf"))))
+        case .string(let s): return .scalar(s.represented())
+        case .array(let items): return .sequence(.init(items.map(\.yamlNode)))
+        case .object(let members):
+            return .mapping(.init(members.map { (Node.scalar($0.key.represented()), $0.value.yamlNode) }))
+        }
+    }
 }
 
 /// Collects a command's stdout and writes it with one `write(2)` loop at the end.
@@ -101,11 +179,15 @@ indirect enum JSON {
     static func optional(_ s: String?) -> JSON { s.map(JSON.string) ?? .null }
 }
 
-/// Prints a JSON document on stdout.
-func printJSON(_ value: JSON) {
+/// Prints a report on stdout as a JSON document, or as YAML (`as: .yaml`).
+func printJSON(as format: ReportFormat = .json, _ value: JSON) {
     var out = OutputBuffer()
     value.write(to: &out)
     out.line()
+    if format == .yaml, let parsed = try? JSONValue.parse(String(decoding: out.bytes, as: UTF8.self)) {
+        parsed.printStructured(.yaml)
+        return
+    }
     out.flush()
 }
 
@@ -135,10 +217,15 @@ extension GlobalOptions {
     var scriptLocator: ScriptLocator { ScriptLocator(scriptsDirOption: scriptsDir) }
 
     /// A Lua runtime for this command, with the user's script overrides.
-    func makeRuntime(memoryLimit: Int = 0) -> Runtime { Runtime(verbosity: verbosity, scripts: scriptLocator, memoryLimit: memoryLimit) }
+    func makeRuntime(memoryLimit: Int = 0) -> Runtime {
+        let runtime = Runtime(verbosity: verbosity, scripts: scriptLocator, memoryLimit: memoryLimit)
+        runtime.tracebacks = debug || Settings.debug
+        return runtime
+    }
 
     /// Writes the one-line migration notice to stderr (suppressed by --quiet).
     func notice(_ line: String) {
+        if line.hasPrefix("warning: ") { MaqetLog.appendToFile("warning", String(line.dropFirst(9))) } else { MaqetLog.appendToFile("notice", line) }
         guard verbosity >= 0 else { return }
         FileHandle.standardError.write(Data(("maqet: " + line + "\n").utf8))
     }

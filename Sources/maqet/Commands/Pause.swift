@@ -21,12 +21,12 @@ extension Maqet {
         @Argument(help: ArgumentHelp("The VM to pause.", valueName: "name"))
         var name: String
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("pause.lua", [("name", .string(name))])
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             print("\(name): paused (status \(result["status"]?.plainText ?? "-"))")
         }
     }

@@ -60,7 +60,7 @@ extension Maqet {
         @Option(name: .customLong("hold-time"), help: ArgumentHelp("keys, type: how long each key is held, in ms.", valueName: "ms"))
         var holdTime: Int = 100
 
-        @Option(help: "Output format of the helpers: text or json.")
+        @Option(help: "Output format of the helpers: text, json or yaml.")
         var format: ReportFormat = .text
 
         @Argument(help: ArgumentHelp("NAME COMMAND [arguments], NAME HELPER [arguments], or HELPER NAME [arguments].", valueName: "words"))
@@ -180,7 +180,7 @@ extension Maqet {
             default: break
             }
             let result = try global.runLifecycleWorkflow("qmp.lua", args)
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             let name = result["name"]?.plainText ?? inv.name
             switch helper {
             case "keys": print("\(name): pressed \(inv.rest.joined(separator: "+"))")

@@ -21,12 +21,12 @@ extension Maqet {
         @Argument(help: ArgumentHelp("The VM to reset.", valueName: "name"))
         var name: String
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("reset.lua", [("name", .string(name))])
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             print("\(name): hard reset (status \(result["status"]?.plainText ?? "-"))")
         }
     }

@@ -21,12 +21,12 @@ extension Maqet {
         @Argument(help: ArgumentHelp("The VM to resume.", valueName: "name"))
         var name: String
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("resume.lua", [("name", .string(name))])
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             print("\(name): resumed (status \(result["status"]?.plainText ?? "-"))")
         }
     }

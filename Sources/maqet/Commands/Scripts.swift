@@ -23,12 +23,12 @@ extension Maqet {
 
             @OptionGroup var global: GlobalOptions
 
-            @Option(name: .long, help: "Output format: table or json.")
+            @Option(name: .long, help: "Output format: text (a table), json or yaml.")
             var format: ReportFormat = .text
 
             func run() throws {
                 let scripts = global.scriptLocator.all()
-                if format == .json {
+                if format != .text {
                     let items: [JSONValue] = scripts.map { script in
                         .object([
                             ("name", .string(script.name)),
@@ -36,7 +36,7 @@ extension Maqet {
                             ("path", script.path.map(JSONValue.string) ?? .null),
                         ])
                     }
-                    print(try JSONValue.array(items).serialized(indent: 2))
+                    JSONValue.array(items).printStructured(format)
                     return
                 }
                 guard !scripts.isEmpty else {

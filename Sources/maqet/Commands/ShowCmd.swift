@@ -19,12 +19,12 @@ extension Maqet {
         @Argument(help: ArgumentHelp("The VM.", valueName: "name"))
         var name: String
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("show_cmd.lua", [("name", .string(name))])
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             print(result["command"]?.plainText ?? "")
         }
     }

@@ -35,7 +35,7 @@ extension Maqet {
             @Option(help: ArgumentHelp("Seconds a running VM's snapshot job may take (default 120).", valueName: "seconds"))
             var timeout: Double?
 
-            @Option(help: "Output format: text or json.")
+            @Option(help: "Output format: text, json or yaml.")
             var format: ReportFormat = .text
         }
 
@@ -53,7 +53,7 @@ extension Maqet {
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "create", name, snap, common)
-                if common.format == .json { result.printJSON(); return }
+                if result.printStructured(common.format) { return }
                 let disks = result["disks"]?.arrayItems.count ?? 0
                 let kind = result["live"] == .bool(true) ? "with the VM's state" : "disks only"
                 print("\(name): created snapshot \(result["snapshot"]?.plainText ?? "-") (\(kind), \(disks) disk\(disks == 1 ? "" : "s"))")
@@ -73,11 +73,11 @@ extension Maqet {
 
             @OptionGroup var global: GlobalOptions
             @Argument(help: ArgumentHelp("The VM.", valueName: "name")) var name: String
-            @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+            @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "list", name, nil, nil)
-                if format == .json { result.printJSON(); return }
+                if result.printStructured(format) { return }
                 for problem in result["unreadable"]?.arrayItems ?? [] {
                     FileHandle.standardError.write(Data("maqet: cannot read \(problem.plainText)\n".utf8))
                 }
@@ -120,7 +120,7 @@ extension Maqet {
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "load", name, snap, common)
-                if common.format == .json { result.printJSON(); return }
+                if result.printStructured(common.format) { return }
                 let how = result["live"] == .bool(true) ? "the VM continues from it" : "disks rolled back"
                 print("\(name): loaded snapshot \(snap) (\(how))")
             }
@@ -140,7 +140,7 @@ extension Maqet {
 
             func run() throws {
                 let result = try runSnapshotWorkflow(global, "delete", name, snap, common)
-                if common.format == .json { result.printJSON(); return }
+                if result.printStructured(common.format) { return }
                 let disks = result["disks"]?.arrayItems.count ?? 0
                 if disks == 0 {
                     print("\(name): deleted the record of snapshot \(snap) (it was already gone from the disks)")
@@ -212,7 +212,7 @@ extension Maqet.Snapshot {
             if let chosen = snap ?? positionalSnap { args.append(("snapshot", .string(chosen))) }
             if let timeout = common.timeout { args.append(("timeout", .double(timeout))) }
             let result = try global.runLifecycleWorkflow("snapshot.lua", args)
-            if common.format == .json { result.printJSON(); return }
+            if result.printStructured(common.format) { return }
             let vm = result["name"]?.plainText ?? name
             switch action {
             case "list":

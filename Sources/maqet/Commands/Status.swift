@@ -12,23 +12,36 @@ extension Maqet {
                 The status is checked against the real QEMU process first (a dead VM is recorded \
                 stopped or crashed; see docs/lifecycle.md). 'last log' is the last line of \
                 <datadir>/logs/NAME.log, where the runner and maqet write why QEMU exited. \
-                --format json prints every field (null when unknown). The steps are \
-                scripts/lifecycle/status.lua. A VM adopted from the published (Python) maqet while                 it ran says 'running (under the Python maqet's runner)' (runner: python-maqet);                 'maqet stop' ends it through that runner. Exit status: 0; 5 no such VM.
+                --format json (or yaml) prints every field (null when unknown), the VM's stored config \
+                as an object under "config" and the summary shown here under "summary". NAME may be \
+                the VM's name, its id or a unique id prefix (at least 4 characters). A VM adopted \
+                from the published (Python) maqet while it ran says 'running (under the Python \
+                maqet's runner)' (runner: python-maqet); 'maqet stop' ends it through that runner. \
+                The steps are scripts/lifecycle/status.lua. Exit status: 0; 5 no such VM; 64 an id \
+                prefix several VMs share.
                 """)
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
+
+        @Flag(help: .hidden)
+        var detailed = false
+
+        func validate() throws {
+            // The published maqet's deprecated `status --detailed` printed `inspect`.
+            if detailed { throw ValidationError("--detailed is the published maqet's; for the details run 'maqet inspect NAME'") }
+        }
 
         func run() throws {
             let result = try global.runLifecycleWorkflow("status.lua", [("name", .string(name))])
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             func field(_ key: String) -> String { result[key]?.plainText ?? "-" }
-            let config = result["config"]
+            let config = result["summary"]
             var lines: [(String, String)] = [
                 ("Name", field("name")),
                 ("Status", field("status") + runnerNote(result["runner"])),

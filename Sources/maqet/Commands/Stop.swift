@@ -17,15 +17,17 @@ extension Maqet {
                 still starting is waited for (within --timeout), then stopped; if its start \
                 fails, nothing is left to stop. Prints which step ended each VM ('stopped by: \
                 powerdown|quit|SIGTERM|SIGKILL'). The VM is recorded stopped only after QEMU has \
-                exited. Stopping a VM that is not running is not an error. The steps are \
+                exited. Stopping a VM that is not running is not an error. NAME may be the VM's \
+                name, its id or a unique id prefix (at least 4 characters). --format json|yaml prints \
+                the result with the VM's id; --quiet prints only the id (one per VM with --all). The steps are \
                 scripts/lifecycle/stop.lua. Exit status: 0 stopped; 1 a QEMU would not exit, or \
                 the VM was still starting when --timeout passed; 5 no such VM; 64 neither NAME \
-                nor --all.
+                nor --all, or an id prefix several VMs share.
                 """)
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: ArgumentHelp("The VM to stop.", valueName: "name"))
+        @Argument(help: ArgumentHelp("The VM to stop (its name, id, or a unique id prefix).", valueName: "name"))
         var name: String?
 
         @Flag(help: "Stop every running VM.")
@@ -41,7 +43,7 @@ extension Maqet {
                 help: ArgumentHelp("Seconds between repeated ACPI powerdowns (default 2).", valueName: "seconds"))
         var powerdownInterval: Double?
 
-        @Option(help: "Output format: text or json.")
+        @Option(help: "Output format: text, json or yaml.")
         var format: ReportFormat = .text
 
         func validate() throws {
@@ -58,8 +60,12 @@ extension Maqet {
             if let timeout { args.append(("timeout", .double(timeout))) }
             if let powerdownInterval { args.append(("powerdown_interval", .double(powerdownInterval))) }
             let result = try global.runLifecycleWorkflow("stop.lua", args)
-            if format == .json { result.printJSON(); return }
+            if result.printStructured(format) { return }
             let items = all ? (result["vms"]?.arrayItems ?? []) : [result]
+            if global.quiet {
+                for item in items { print(item["id"]?.plainText ?? "") }
+                return
+            }
             if all && items.isEmpty { print("No running VMs."); return }
             for item in items {
                 let vm = item["name"]?.plainText ?? "?"

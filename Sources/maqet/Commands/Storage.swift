@@ -33,13 +33,11 @@ extension Maqet {
 
             @OptionGroup var global: GlobalOptions
             @Argument(help: ArgumentHelp("The VM.", valueName: "name")) var name: String
-            @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+            @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
             func run() throws {
                 let result = try global.runLifecycleWorkflow("storage.lua", [("action", .string("verify")), ("name", .string(name))])
-                if format == .json {
-                    result.printJSON()
-                } else {
+                if !result.printStructured(format) {
                     let disks = result["disks"]?.arrayItems ?? []
                     if disks.isEmpty { print("\(result["name"]?.plainText ?? name): no storage entries") }
                     let rows = disks.map { disk -> [String] in
@@ -68,11 +66,11 @@ extension Maqet {
                     """)
 
             @OptionGroup var global: GlobalOptions
-            @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+            @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
             func run() throws {
                 let result = try global.runLifecycleWorkflow("storage.lua", [("action", .string("orphaned"))])
-                if format == .json { result.printJSON(); return }
+                if result.printStructured(format) { return }
                 let images = result["images"]?.arrayItems ?? []
                 if images.isEmpty {
                     print("No orphaned disk images under \(result["data_dir"]?.plainText ?? "the data directory").")
@@ -108,7 +106,7 @@ extension Maqet {
             @Option(help: ArgumentHelp("The drive's interface (virtio, ide, ...; default as for other disks).", valueName: "if"))
             var interface: String?
             @Flag(help: "Attach it read-only.") var readonly = false
-            @Option(help: "Output format: text or json.") var format: ReportFormat = .text
+            @Option(help: "Output format: text, json or yaml.") var format: ReportFormat = .text
 
             func validate() throws {
                 if let config = published.first {
@@ -123,7 +121,7 @@ extension Maqet {
                 if let drive { args.append(("drive", .string(drive))) }
                 if let interface { args.append(("interface", .string(interface))) }
                 let result = try global.runLifecycleWorkflow("storage.lua", args)
-                if format == .json { result.printJSON(); return }
+                if result.printStructured(format) { return }
                 print("\(result["name"]?.plainText ?? name): attached \(result["file"]?.plainText ?? path) as drive \(result["drive"]?.plainText ?? "-") (\(result["format"]?.plainText ?? "-"))")
             }
         }
