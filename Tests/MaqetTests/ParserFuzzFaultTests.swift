@@ -221,6 +221,7 @@ final class ParserFuzzFaultTests: XCTestCase {
                 while FakeQMPPeer.readLine(fd) != nil {}
             }
             var outcome: String
+            let t0 = Date()
             do {
                 // Short timeouts: a peer that waits for a line the client never sends (a greeting
                 // without its newline) costs this much, and nothing else waits.
@@ -242,6 +243,7 @@ final class ParserFuzzFaultTests: XCTestCase {
                 outcome = "other"
             }
             peer.finish()
+            if ProcessInfo.processInfo.environment["MAQET_FUZZ_VERBOSE"] == "1" { print("trial \(trial) \(move) \(outcome) \(Date().timeIntervalSince(t0))") }
             outcomes[outcome, default: 0] += 1
         }
         print("\(name): QMP outcomes \(outcomes.sorted { $0.key < $1.key })")
