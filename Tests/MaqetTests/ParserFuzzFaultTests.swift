@@ -149,7 +149,7 @@ final class ParserFuzzFaultTests: XCTestCase {
         let seed = FuzzRandom.seed(for: name)
         var random = FuzzRandom(seed: seed)
         for (i, input) in Self.hostileJSON.enumerated() { checkJSON(input, "hostile #\(i) (seed \(seed))") }
-        let trials = Campaign.trials(ci: 20_000, campaign: 2_000_000)
+        let trials = Campaign.trials(ci: 20_000, campaign: 1_000_000)
         for trial in 0..<trials {
             let base = random.chance(30) ? Self.randomJSON(&random) : random.pick(Self.seedJSON)
             let input = Self.mutated(Array(base.utf8), &random)
@@ -165,7 +165,7 @@ final class ParserFuzzFaultTests: XCTestCase {
     func testQMPReaderTakesAHostilePeer() throws {
         let seed = FuzzRandom.seed(for: name)
         var random = FuzzRandom(seed: seed)
-        let trials = Campaign.trials(ci: 30, campaign: 2_000)
+        let trials = Campaign.trials(ci: 30, campaign: 600)
         var outcomes: [String: Int] = [:]
         for trial in 0..<trials {
             // Every move comes up in CI; the 65 MiB line only once per run (it costs memory, not logic).
@@ -297,7 +297,7 @@ final class ParserFuzzFaultTests: XCTestCase {
         XCTAssertGreaterThan(corpus.count, 2, "no YAML corpus in \(corpusDir)")
         var inputs = Self.hostileYAML()
         inputs.append([UInt8](repeating: 0x23, count: (16 << 20) + 1)) // over the loader's 16 MiB limit
-        let trials = Campaign.trials(ci: 400, campaign: 100_000)
+        let trials = Campaign.trials(ci: 400, campaign: 20_000)
         for _ in 0..<trials { inputs.append(Self.mutated(random.pick(corpus), &random)) }
         let dir = sandbox.root.file("cases")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -360,7 +360,7 @@ final class ParserFuzzFaultTests: XCTestCase {
         }
 
         // A few through `maqet add` itself: a documented exit code, one line, nothing else.
-        for i in 0..<min(inputs.count, Campaign.trials(ci: 6, campaign: 300)) {
+        for i in 0..<min(inputs.count, Campaign.trials(ci: 6, campaign: 100)) {
             let index = i < 4 ? i + 1 : inputs.count - i
             let added = sandbox.maqet(["add", "\(dir)/\(index).yaml", "--name", "f\(i)"], cwd: sandbox.home)
             XCTAssertTrue([0, 64].contains(added.code), "seed \(seed), case \(index): exit \(added.code)\n\(added.stderr)")
