@@ -120,6 +120,8 @@ final class ConfigSafetyTests: XCTestCase {
               - kernel: \(yamlQuoted(kernel))
               - append: "console=ttyS0 root=/dev/vda"
               - device: "virtio-blk-pci,drive=d0"
+              - object: "rng-random,id=rng0,filename=/dev/urandom"
+            serial: "file:/dev/null"
             """), "--name", "fine"]).assertExit(0)
 
         // The documented way to attach a system path on purpose: allow_system_paths, for arguments

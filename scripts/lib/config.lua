@@ -39,6 +39,12 @@ config.SYSTEM_DIRECTORIES = {
     "/sys", "/usr",
 }
 
+--- Device files under /dev that hold no data: always allowed (`serial: file:/dev/null`,
+--- `object: rng-random,id=rng0,filename=/dev/urandom`).
+config.DATALESS_DEVICES = {
+    ["/dev/null"] = true, ["/dev/zero"] = true, ["/dev/full"] = true, ["/dev/random"] = true, ["/dev/urandom"] = true,
+}
+
 --- `arguments` whose whole value is a host file QEMU opens (`kernel: /boot/vmlinuz` → `-kernel ...`).
 config.PATH_ARGUMENTS = {
     kernel = true, initrd = true, bios = true, dtb = true, ["option-rom"] = true, pflash = true,
@@ -429,7 +435,7 @@ function config.check_host_path(origins, origin, where, what, path, allowed, adv
     end
     local real = maqet.fs.realpath(path)
     local system = config.system_directory(real)
-    if system and not allowed_path(real, allowed) then
+    if system and not config.DATALESS_DEVICES[real] and not allowed_path(real, allowed) then
         local shown = real == path and path or ("%s (%s)"):format(path, real)
         local sep = what:find("[=:]$") and "" or " "
         refuse(origins, origin, where, ("%s%s%s is in the system directory %s; %s, or list it in allow_system_paths"):format(
