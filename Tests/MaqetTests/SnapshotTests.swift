@@ -303,8 +303,12 @@ final class SnapshotTests: SandboxTestCase {
             state = self.list(sandbox, "slow").first?["state"] as? String
             return state == "ok" || state == "missing"
         }, "list says \(String(describing: state))")
-        // The job maqet stopped waiting for is concluded in QEMU; the next job dismisses it.
-        XCTAssertTrue(sandbox.maqet(["qmp", "slow", "query-jobs"]).stdout.contains("maqet-snapshot-save"))
+        // The job maqet stopped waiting for is concluded in QEMU; the next job dismisses it. A
+        // command QEMU dropped (state missing: a slower maqet, e.g. the ASan build, hung up
+        // before QEMU started it) made no job at all.
+        if state == "ok" {
+            XCTAssertTrue(sandbox.maqet(["qmp", "slow", "query-jobs"]).stdout.contains("maqet-snapshot-save"))
+        }
         sandbox.maqet(["snapshot", "delete", "slow", "late"]).assertExit(0)
         let jobs = sandbox.maqet(["qmp", "slow", "query-jobs"])
         jobs.assertExit(0)
