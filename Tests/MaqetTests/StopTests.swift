@@ -9,9 +9,12 @@ final class StopTests: XCTestCase {
     func testStopWaitsForAStartThatFails() throws {
         let sandbox = Sandbox()
         // A "QEMU" that takes a moment and then refuses, so the stop finds the row `starting`.
-        let fake = sandbox.write("fake-qemu", "#!/bin/sh\nsleep 1\necho 'fake-qemu: not today' >&2\nexit 1\n")
+        // 3 s, not 1: under the ASan run on a loaded machine the stop (its own slower process)
+        // once came after a 1 s fake had already failed.
+        let fake = sandbox.write("fake-qemu", "#!/bin/sh\nsleep 3\necho 'fake-qemu: not today' >&2\nexit 1\n")
         XCTAssertEqual(chmod(fake, 0o755), 0)
-        let config = sandbox.write("f.yaml", "name: f\nbinary: \(yamlQuoted(fake))\n")
+        // A wrapper that is knowingly not QEMU: binary_is_qemu: false takes it as it is.
+        let config = sandbox.write("f.yaml", "name: f\nbinary: \(yamlQuoted(fake))\nbinary_is_qemu: false\n")
         sandbox.maqet(["add", config]).assertExit(0)
 
         let started = sandbox.maqet(["start", "f", "--no-wait"])
