@@ -354,6 +354,41 @@ final class RunnerRaceFaultTests: SandboxTestCase {
         assertContains(misuse.stdout, "true\ttrue\tmine\ttrue\tfalse")
     }
 
+    /// The window the lock alone cannot close: `maqet start` and its runner both SIGKILLed after
+    /// QEMU was spawned and before anyone recorded it. QEMU holds the lock; the row says `starting`
+    /// with no QEMU pid and a dead claimer. (The state is made from a real start whose runner is
+    /// killed, then the row set back to what it said in that instant: no test can aim a kill at a
+    /// window of microseconds.) The next command finds the QEMU by its sockets and records it.
+    func testAStartingRowWhoseStartAndRunnerDiedBeforeRecordingQEMUIsFoundAndStopped() throws {
+        let sandbox = makeSandbox()
+        let id = insertVM(sandbox, "window")
+        for trial in 0..<Campaign.trials(ci: 1, campaign: 10) {
+            let label = "trial \(trial + 1)"
+            sandbox.maqet(["start", "window"]).assertExit(0)
+            let row = status(sandbox, "window")
+            let qemu = try XCTUnwrap(row["pid"] as? Int)
+            let runner = try XCTUnwrap(row["runner_pid"] as? Int)
+            kill(pid_t(runner), SIGKILL)
+            XCTAssertTrue(eventually { !self.isAlive(runner) })
+            let claimer = try deadPID()
+            _ = sqlite3(sandbox.databasePath, """
+                UPDATE vm_instances SET status = 'starting', pid = NULL, runner_pid = \(claimer), qmp_socket_path = NULL
+                WHERE name = 'window'
+                """)
+            let ls = sandbox.maqet(["ls", "--format", "json"])
+            ls.assertExit(0)
+            XCTAssertEqual(column(sandbox, "window", "status"), "running", "\(label): \(ls.stdout)")
+            XCTAssertEqual(column(sandbox, "window", "pid"), String(qemu), label)
+            XCTAssertEqual(status(sandbox, "window")["runner"] as? String, "missing", label)
+            XCTAssertEqual(sandbox.maqet(["qmp", "window", "query-status"]).code, 0, label)
+            XCTAssertNotEqual(sandbox.maqet(["start", "window"]).code, 0, "\(label): a second QEMU was started")
+            XCTAssertEqual(qemus(of: sandbox, named: "window"), [pid_t(qemu)], label)
+            assertContains(try String(contentsOfFile: sandbox.dataDir + "/logs/window.log", encoding: .utf8),
+                           "its start and runner died before recording QEMU (pid \(qemu))")
+            stopAndCheck(sandbox, "window", id, trial: label)
+        }
+    }
+
     // MARK: - Compare-and-set on the claim
 
     func testARunnerWhoseClaimIsGoneWritesNothingAndStopsQEMU() throws {

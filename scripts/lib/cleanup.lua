@@ -89,19 +89,6 @@ local function our_data_dir(data_dir)
     return data_dir ~= nil and mine ~= nil and maqet.fs.realpath(data_dir) == maqet.fs.realpath(mine)
 end
 
---- Live processes (pid -> maqet.process.info) from /proc.
-local function processes()
-    local list = {}
-    for _, entry in ipairs(maqet.fs.list("/proc") or {}) do
-        local pid = tonumber(entry)
-        if pid and pid > 0 and math.type(pid) == "integer" then
-            local info = vm.process_info(pid)
-            if info and info.state ~= "Z" then list[pid] = info end
-        end
-    end
-    return list
-end
-
 --- Finds what there is to clean. Reconciles every active row first (that is recorded at once,
 --- as `ls` does). Returns {reconciled, orphans, runtime_dirs, lock_files, python_files}.
 function cleanup.plan()
@@ -133,7 +120,7 @@ function cleanup.plan()
     local entries = maqet.fs.list(root) or {}
     local named = {}
     local in_root = (root:gsub("%p", "%%%0")) .. "/([^/,]+)/"
-    for pid, info in pairs(processes()) do
+    for pid, info in pairs(vm.processes()) do
         local their_runner = false
         for _, word in ipairs(info.cmdline or {}) do
             local dir = word:match(in_root)

@@ -68,6 +68,21 @@ vm.process_info = proc_info
 vm.signal = signal
 vm.wait_pid = wait_pid
 
+--- Every live process (pid -> maqet.process.info) from /proc: the one scan of the process table
+--- (cleanup looks for orphans with it; reconcile for a QEMU nobody recorded).
+---@return table<integer, table>
+function vm.processes()
+    local list = {}
+    for _, entry in ipairs(maqet.fs.list("/proc") or {}) do
+        local pid = tonumber(entry)
+        if pid and pid > 0 and math.type(pid) == "integer" then
+            local info = proc_info(pid)
+            if info and info.state ~= "Z" then list[pid] = info end
+        end
+    end
+    return list
+end
+
 --- Whether `pid` is a live (non-zombie) process whose command line contains `marker`.
 function vm.process_alive(pid, marker)
     if not pid then return false end
@@ -251,6 +266,25 @@ function vm.python_runner(row)
     return nil
 end
 
+--- For a `starting` row without a QEMU pid whose lock is held: the QEMU holding it, when the
+--- process that claimed the row (runner_pid: the `maqet start`) and the VM's runner are both gone,
+--- so nobody is left to record that QEMU. nil while either lives (the start is still going on).
+--- The order matters: with the claimer gone no runner can appear, with no runner no QEMU can.
+local function unrecorded_qemu(row, paths)
+    if row.pid or (row.runner_pid and vm.process_alive(row.runner_pid)) then return nil end
+    local qemu_pid, qemu_info
+    for pid, info in pairs(vm.processes()) do
+        local runner, names_socket = false, false
+        for _, word in ipairs(info.cmdline or {}) do
+            if word == "__runner" then runner = true end
+            if word:find(paths.dir .. "/", 1, true) then names_socket = true end
+        end
+        if names_socket and runner then return nil end
+        if names_socket and not runner and vm.process_alive(pid, paths.client_qmp) then qemu_pid, qemu_info = pid, info end
+    end
+    return qemu_pid and { pid = qemu_pid, info = qemu_info } or nil
+end
+
 --- Checks an active row against the real processes; records the truth when it differs.
 --- Returns the (possibly updated) row with `alive` and `runner_missing` set.
 ---@param row table a vm_instances row
@@ -294,7 +328,26 @@ function vm.reconcile(row)
         return row
     end
     if row.status == "starting" and lock == "held" then
-        row.alive = false -- its start or runner is still launching QEMU (or reporting its failure)
+        local found = unrecorded_qemu(row, paths)
+        if not found then
+            row.alive = false -- its start or runner is still launching QEMU (or reporting its failure)
+            return row
+        end
+        -- Its start and its runner were both killed after QEMU was spawned and before anyone
+        -- recorded it: QEMU holds the lock and runs the VM's disks, so the VM is running (without
+        -- a runner), and stop ends it like any other.
+        local changed = maqet.db:transaction(function(tx)
+            return assert(tx:exec([[UPDATE vm_instances SET status = 'running', pid = ?, qmp_socket_path = ?, updated_at = CURRENT_TIMESTAMP
+                    WHERE id = ? AND status = 'starting' AND pid IS NULL AND runner_pid IS ?]],
+                found.pid, paths.client_qmp, row.id, row.runner_pid))
+        end)
+        if changed > 0 then
+            vm.log(row.name, ("running without its runner: its start and runner died before recording QEMU (pid %d)"):format(found.pid))
+            vm.record_state(row, "running", "reconciled")
+        end
+        local fresh = row_named(row.name)
+        if fresh and fresh.id == row.id and fresh.status ~= "starting" then return vm.reconcile(fresh) end
+        row.alive = false
         return row
     end
     if runner_alive or vm.python_runner(row) then
