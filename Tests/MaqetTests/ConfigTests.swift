@@ -389,7 +389,7 @@ final class ConfigHostFunctionTests: XCTestCase {
         let before = dump(sandbox.databasePath)
         let result = sandbox.maqet(["add", file, "--name", "x"])
         result.assertExit(64)
-        XCTAssertEqual(result.stderr, "maqet: \(file): storage 'hdd': file \(sandbox.root.file("disks/hdd.qcow2")) (/etc/hdd.qcow2) is in the system directory /etc; keep disks and shared folders elsewhere\n")
+        XCTAssertEqual(result.stderr, "maqet: \(file): storage 'hdd': file \(sandbox.root.file("disks/hdd.qcow2")) (/etc/hdd.qcow2) is in the system directory /etc; keep disks and shared folders elsewhere, or list it in allow_system_paths\n")
         XCTAssertEqual(dump(sandbox.databasePath), before)
     }
 

@@ -11,7 +11,8 @@ final class StopTests: XCTestCase {
         // A "QEMU" that takes a moment and then refuses, so the stop finds the row `starting`.
         let fake = sandbox.write("fake-qemu", "#!/bin/sh\nsleep 1\necho 'fake-qemu: not today' >&2\nexit 1\n")
         XCTAssertEqual(chmod(fake, 0o755), 0)
-        let config = sandbox.write("f.yaml", "name: f\nbinary: \(yamlQuoted(fake))\n")
+        // A wrapper that is knowingly not QEMU: binary_is_qemu: false takes it as it is.
+        let config = sandbox.write("f.yaml", "name: f\nbinary: \(yamlQuoted(fake))\nbinary_is_qemu: false\n")
         sandbox.maqet(["add", config]).assertExit(0)
 
         let started = sandbox.maqet(["start", "f", "--no-wait"])

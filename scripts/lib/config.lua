@@ -12,7 +12,7 @@ local config = {}
 config.KNOWN_KEYS = {
     name = true, binary = true, memory = true, cpu = true, display = true, vga = true,
     arguments = true, storage = true, description = true, tags = true, serial = true,
-    panic_device = true, on_panic = true,
+    panic_device = true, on_panic = true, binary_is_qemu = true, allow_system_paths = true,
 }
 
 --- What QEMU does when the guest panics (`on_panic:`, QEMU's `-action panic=`), and the default.
@@ -38,6 +38,28 @@ config.SYSTEM_DIRECTORIES = {
     "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
     "/sys", "/usr",
 }
+
+--- Device files under /dev that hold no data: always allowed (`serial: file:/dev/null`,
+--- `object: rng-random,id=rng0,filename=/dev/urandom`).
+config.DATALESS_DEVICES = {
+    ["/dev/null"] = true, ["/dev/zero"] = true, ["/dev/full"] = true, ["/dev/random"] = true, ["/dev/urandom"] = true,
+}
+
+--- `arguments` whose whole value is a host file QEMU opens (`kernel: /boot/vmlinuz` → `-kernel ...`).
+config.PATH_ARGUMENTS = {
+    kernel = true, initrd = true, bios = true, dtb = true, ["option-rom"] = true, pflash = true,
+    hda = true, hdb = true, hdc = true, hdd = true, cdrom = true, fda = true, fdb = true,
+    mtdblock = true, sd = true, D = true, pidfile = true, readconfig = true,
+}
+
+--- Keys inside an `arguments` value that name a host file (`drive: file=...`, `chardev:
+--- file,path=...`, `blockdev: driver=file,filename=...`, `device: loader,file=...`); a dotted
+--- key counts by its last part (`file.filename=`). A `json:{...}` value is looked into too.
+config.PATH_OPTIONS = { file = true, filename = true, path = true, romfile = true, logfile = true }
+
+--- `arguments` (and the `serial` key) whose value is a character device spec
+--- (`file:PATH`, `pipe:PATH`, `unix:PATH,...`).
+config.CHARDEV_ARGUMENTS = { serial = true, parallel = true, monitor = true, debugcon = true, qmp = true, ["qmp-pretty"] = true }
 
 local null = maqet.json.null
 
@@ -205,6 +227,9 @@ function config.load_file(path)
         message = message:gsub("^maqet%.yaml%.load_file ", "")
         if code == "EYAML" then
             maqet.error(("invalid YAML in %s"):format(message), "usage")
+        elseif code == "EFBIG" then
+            -- It exists and was read: too big is bad input, not "not found".
+            maqet.error(("config file %s (split it, or name the right file)"):format(message), "usage")
         end
         maqet.error(("cannot read config file %s"):format(message), "not_found")
     end
@@ -384,20 +409,163 @@ local function validate_arguments(args, origins)
     end
 end
 
-local function check_storage_path(origins, origin, where, key, path)
+--- Whether `real` (a resolved path) is one of `allowed` (resolved paths from
+--- `allow_system_paths`) or below one.
+local function allowed_path(real, allowed)
+    for _, dir in ipairs(allowed or {}) do
+        if real == dir or dir == "/" or real:sub(1, #dir + 1) == dir .. "/" then return true end
+    end
+    return false
+end
+
+--- The one check of a host file or folder a VM gets (storage entries and paths inside
+--- `arguments` alike): not `/`, not in a system directory (symlinks and `..` resolved), unless
+--- `allow_system_paths` lists it. Raises the usage error "WHERE: WHAT PATH is in the system
+--- directory D; ...". `what` names the value in the message (`file`, `drive file=`).
+---@param origins? table
+---@param origin string origins key of the item
+---@param where string the item, for the message (`storage 'hdd'`, `arguments[2]`)
+---@param what string the value, for the message
+---@param path any
+---@param allowed? string[] resolved `allow_system_paths`
+---@param advice? string what to do instead (default: keep disks and shared folders elsewhere)
+function config.check_host_path(origins, origin, where, what, path, allowed, advice)
     if type(path) ~= "string" or path == "" then
-        refuse(origins, origin, where, ("%s must be a path"):format(key))
+        refuse(origins, origin, where, ("%s must be a path"):format(what))
     end
     local real = maqet.fs.realpath(path)
     local system = config.system_directory(real)
-    if system then
+    if system and not config.DATALESS_DEVICES[real] and not allowed_path(real, allowed) then
         local shown = real == path and path or ("%s (%s)"):format(path, real)
-        refuse(origins, origin, where,
-            ("%s %s is in the system directory %s; keep disks and shared folders elsewhere"):format(key, shown, system))
+        local sep = what:find("[=:]$") and "" or " "
+        refuse(origins, origin, where, ("%s%s%s is in the system directory %s; %s, or list it in allow_system_paths"):format(
+            what, sep, shown, system, advice or "keep disks and shared folders elsewhere"))
     end
 end
 
-local function validate_storage(storage, origins)
+local function check_storage_path(origins, origin, where, key, path, allowed)
+    config.check_host_path(origins, origin, where, key, path, allowed)
+end
+
+--- The parts of a QEMU option value (`file=/a,,b,format=raw` → {"file=/a,b", "format=raw"}):
+--- split at single commas, `,,` is a comma inside a part.
+---@param value string
+---@return string[]
+function config.option_parts(value)
+    local parts = {}
+    local marked = value:gsub(",,", "\0")
+    for part in (marked .. ","):gmatch("([^,]*),") do
+        parts[#parts + 1] = (part:gsub("\0", ","))
+    end
+    return parts
+end
+
+--- Host paths named in a QEMU `json:{...}` filename: every string under a PATH_OPTIONS key.
+local function json_paths(value, out)
+    if type(value) ~= "table" then return out end
+    for k, v in pairs(value) do
+        if type(v) == "string" and config.PATH_OPTIONS[tostring(k):match("([^.]*)$")] then
+            out[#out + 1] = { key = tostring(k) .. "=", path = v }
+        elseif type(v) == "table" then
+            json_paths(v, out)
+        end
+    end
+    return out
+end
+
+--- The host paths one QEMU option names: `flag` without its dash and its `value` as QEMU gets
+--- it. Returns a list of {key = "file" (the option key, or the flag itself), path = "..."}.
+---@param flag string
+---@param value string
+---@return {key: string, path: string}[]
+function config.option_paths(flag, value)
+    local out = {}
+    if config.PATH_ARGUMENTS[flag] then
+        out[#out + 1] = { key = flag, path = value }
+        return out
+    end
+    if config.CHARDEV_ARGUMENTS[flag] then
+        local backend, rest = value:match("^(%a+):(.*)$")
+        if backend == "file" or backend == "pipe" then
+            out[#out + 1] = { key = flag .. " " .. backend .. ":", path = rest }
+        elseif backend == "unix" then
+            out[#out + 1] = { key = flag .. " unix:", path = config.option_parts(rest)[1] }
+        end
+    end
+    for _, part in ipairs(config.option_parts(value)) do
+        local key, v = part:match("^([^=]+)=(.*)$")
+        if key and config.PATH_OPTIONS[key:match("([^.]*)$")] then
+            if v:sub(1, 5) == "json:" then
+                local decoded = maqet.json.decode(v:sub(6))
+                if type(decoded) ~= "table" then
+                    out[#out + 1] = { key = key .. "=json:", path = "", invalid = "is not a JSON object" }
+                end
+                for _, found in ipairs(json_paths(decoded, {})) do out[#out + 1] = found end
+            elseif v ~= "" then
+                out[#out + 1] = { key = key .. "=", path = v }
+            end
+        end
+    end
+    return out
+end
+
+--- Checks the host paths inside `arguments` items (and the `serial` key) like storage paths.
+local function validate_argument_paths(cfg, origins, allowed)
+    local qemu = require("maqet.lib.qemu")
+    local advice = "keep the files a VM opens elsewhere"
+    for i, item in ipairs(cfg.arguments or {}) do
+        local key = config.argument_key(item)
+        local words = qemu.argument(item)
+        local j = 1
+        while j <= #words do
+            local flag = words[j]:match("^%-%-?(.+)$")
+            local value = words[j + 1]
+            if flag and value ~= nil and not value:match("^%-") then
+                for _, found in ipairs(config.option_paths(flag, value)) do
+                    local what = flag .. " " .. found.key
+                    if found.key == flag then what = flag end
+                    if found.invalid then
+                        refuse(origins, "arguments:" .. tostring(key), "arguments[" .. i .. "]",
+                            ("%s %s"):format(what, found.invalid))
+                    end
+                    config.check_host_path(origins, "arguments:" .. tostring(key), "arguments[" .. i .. "]",
+                        what, found.path, allowed, advice)
+                end
+                j = j + 2
+            else
+                j = j + 1
+            end
+        end
+    end
+    if type(cfg.serial) == "string" then
+        for _, found in ipairs(config.option_paths("serial", cfg.serial)) do
+            if found.key ~= "serial" and found.key:find(":", 1, true) then
+                config.check_host_path(origins, "serial", "serial", found.key:match("^serial (.*)$"), found.path, allowed, advice)
+            end
+        end
+    end
+end
+
+--- `allow_system_paths` resolved (symlinks, `..`), after checking it is a list of absolute paths.
+local function allowed_system_paths(cfg, origins)
+    local list = cfg.allow_system_paths
+    if list == nil then return {} end
+    if not is_array(list) and not (type(list) == "table" and next(list) == nil) then
+        refuse(origins, "allow_system_paths", "allow_system_paths", "must be a list of absolute paths (- /dev/sdb)")
+    end
+    local out = {}
+    for _, path in ipairs(list) do
+        if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+            refuse(origins, "allow_system_paths", "allow_system_paths",
+                ("%s is not an absolute path (write it from /)"):format(show(path)))
+        end
+        out[#out + 1] = maqet.fs.realpath(path)
+    end
+    maqet.json.array(list)
+    return out
+end
+
+local function validate_storage(storage, origins, allowed)
     if not is_array(storage) and not (type(storage) == "table" and next(storage) == nil) then
         refuse(origins, "storage", "storage", "must be a list of items (- name: hdd ...)")
     end
@@ -428,17 +596,17 @@ local function validate_storage(storage, origins)
             end
         end
         if kind == "image" then
-            check_storage_path(origins, origin, where, "file", item.file)
+            check_storage_path(origins, origin, where, "file", item.file, allowed)
             if item.backing_file ~= nil then
                 if item.type ~= "qcow2" then refuse(origins, origin, where, "backing_file needs type qcow2") end
-                check_storage_path(origins, origin, where, "backing_file", item.backing_file)
+                check_storage_path(origins, origin, where, "backing_file", item.backing_file, allowed)
             end
             if item.size ~= nil then
                 local _, reason = config.size_bytes(item.size)
                 if reason then refuse(origins, origin, where, "size " .. reason) end
             end
         else
-            check_storage_path(origins, origin, where, "path", item.path)
+            check_storage_path(origins, origin, where, "path", item.path, allowed)
             for _, key in ipairs({ "mount_tag", "security_model" }) do
                 if item[key] ~= nil and type(item[key]) ~= "string" then
                     refuse(origins, origin, where, key .. " must be a string")
@@ -472,7 +640,8 @@ function config.validate(cfg, origins)
             local file = origins and origins[key]
             maqet.log.warn(("%sunknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(
                 file and (file .. ": ") or "", key,
-                "name, binary, memory, cpu, display, vga, arguments, storage, serial, description, tags, panic_device, on_panic"))
+                "name, binary, binary_is_qemu, memory, cpu, display, vga, arguments, storage, serial, description, tags, "
+                .. "panic_device, on_panic, allow_system_paths"))
         end
     end
 
@@ -493,8 +662,14 @@ function config.validate(cfg, origins)
     if out.binary ~= nil and (type(out.binary) ~= "string" or out.binary == "") then
         refuse(origins, "binary", "binary", "must be a program name or path")
     end
-    local _, reason = config.binary_path(out)
+    if out.binary_is_qemu ~= nil and type(out.binary_is_qemu) ~= "boolean" then
+        refuse(origins, "binary_is_qemu", "binary_is_qemu", ("must be true or false, not %s"):format(show(out.binary_is_qemu)))
+    end
+    local program, reason = config.binary_path(out)
     if reason then refuse(origins, "binary", "binary", reason) end
+    local problem = require("maqet.lib.qemu").binary_problem(out, program, true)
+    if problem then refuse(origins, out.binary ~= nil and "binary" or "binary_is_qemu", "binary", problem) end
+    local allowed = allowed_system_paths(out, origins)
 
     if out.memory ~= nil then
         local _, why = config.memory_mib(out.memory)
@@ -532,8 +707,9 @@ function config.validate(cfg, origins)
         validate_arguments(out.arguments, origins)
         maqet.json.array(out.arguments)
     end
+    validate_argument_paths(out, origins, allowed)
     if out.storage ~= nil then
-        validate_storage(out.storage, origins)
+        validate_storage(out.storage, origins, allowed)
         maqet.json.array(out.storage)
     end
     return out

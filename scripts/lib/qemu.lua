@@ -37,6 +37,47 @@
 local qemu = {}
 
 qemu.default_binary = "qemu-system-x86_64"
+
+--- The program name of a QEMU system emulator (`qemu-system-x86_64`, `qemu-system-aarch64`, …):
+--- a config's `binary` must have it (its last path component), unless the config says
+--- `binary_is_qemu: false` (a wrapper script, a test double) and so takes the program as it is.
+qemu.binary_name_pattern = "^qemu%-system%-[%w_.%-]+$"
+
+--- What `BINARY -version` prints first when BINARY is QEMU.
+qemu.version_banner = "QEMU emulator version"
+
+--- Why `config` does not run a QEMU system emulator, or nil when it does (or the config says
+--- `binary_is_qemu: false`). `program` is the program it runs (default: its `binary`). The name
+--- is always checked (cheap: `maqet start` does it for every row, adopted ones included); with
+--- `probe`, the program is also run once with `-version` and must answer like QEMU (`maqet add`
+--- and `maqet apply`, where a tenth of a second does not matter).
+---@param config table the decoded config
+---@param program? string
+---@param probe? boolean
+---@return string? problem  one clause for a message, naming the program
+function qemu.binary_problem(config, program, probe)
+    if config.binary_is_qemu == false then return nil end
+    program = tostring(program or config.binary or qemu.default_binary)
+    local base = program:match("([^/]*)$") or program
+    if not base:match(qemu.binary_name_pattern) then
+        return ("%s is not a QEMU system emulator (its name is not qemu-system-*); name one, or add "
+            .. "'binary_is_qemu: false' to the config if it knowingly is not"):format(program)
+    end
+    if probe then
+        local r, err = maqet.process.run({ program, "-version" }, { timeout_ms = 10000 })
+        local out = r and not r.timed_out and r.code == 0 and r.stdout or ""
+        if out:sub(1, 200):find(qemu.version_banner, 1, true) == nil then
+            local why = "it printed something else"
+            if not r then why = tostring(err)
+            elseif r.timed_out then why = "no answer within 10 s"
+            elseif r.signal_name then why = "ended by SIG" .. r.signal_name
+            elseif r.code ~= 0 then why = "exit code " .. tostring(r.code) end
+            return ("%s does not answer '-version' with '%s' (%s), so it is not QEMU; name QEMU, or add "
+                .. "'binary_is_qemu: false' to the config if it knowingly is not"):format(program, qemu.version_banner, why)
+        end
+    end
+    return nil
+end
 qemu.default_display = "none"
 qemu.default_interface = "virtio"
 --- QEMU's -action panic= when the config has no on_panic (config.lua validates the values).

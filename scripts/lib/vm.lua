@@ -412,6 +412,12 @@ start_locked = function(name, opts)
     local config = qemu.config(row)
     local paths = qemu.paths(row)
     local argv = qemu.argv(row, paths) -- a config QEMU cannot be built from fails before anything changes
+    -- Rows maqet never validated (adopted from the Python maqet's database, written by hand) get
+    -- the cheap half of add's binary check here: the name (add/apply also ran it with -version).
+    local not_qemu = qemu.binary_problem(config, argv[1])
+    if not_qemu then
+        return nil, ("VM '%s' was not started: binary %s; fix it with 'maqet apply %s CONFIG'"):format(name, not_qemu, name), "ECONFIG"
+    end
     local timeout_s = tonumber(opts.timeout_s) or vm.default_start_timeout_s
 
     -- Claim the row: status 'starting' with this maqet as its runner_pid, so a second start of the
@@ -862,6 +868,7 @@ end
 
 vm.status_of_code = {
     ENOVM = "not_found", ETIMEDOUT = "timeout", EREFUSED = "refused",
+    ECONFIG = "usage", -- the stored config cannot be run as it is (fix it with maqet apply)
     -- the VM is in the wrong state for the operation: refused, nothing changed
     ENOTRUNNING = "refused", ENOTPAUSED = "refused", EPAUSED = "refused", EPANICKED = "refused",
 }

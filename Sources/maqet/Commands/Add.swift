@@ -17,9 +17,12 @@ extension Maqet {
                 Relative paths (storage file, backing_file, path; binary when it has a '/') resolve \
                 against the directory of the file that names them. The name is --name, else 'name:' \
                 from the config, else a generated 'vm-XXXXXXXX'. The config is validated now (binary, \
-                memory, cpu, storage); every refusal is one line and writes nothing. Exit codes: \
+                memory, cpu, storage, paths in arguments); 'binary' must be a QEMU system emulator \
+                (qemu-system-*, answering -version) unless the config says 'binary_is_qemu: false', \
+                and no storage or argument path may be in a system directory unless \
+                'allow_system_paths' lists it. Every refusal is one line and writes nothing. Exit codes: \
                 0 added; 1 a VM with that name exists; 5 a config file cannot be read; 64 invalid \
-                config, name or options. See docs/configuration.md for every key.
+                config (a file over 16 MiB too), name or options. See docs/configuration.md for every key.
                 """
         )
 

@@ -33,7 +33,8 @@ final class TempDir {
 /// The environment tests run maqet with: no real home, no real data or runtime directory.
 func testEnvironment(home: String, extra: [String: String] = [:]) -> [String: String] {
     var env: [String: String] = [:]
-    for key in ["PATH", "LANG", "LC_ALL", "TMPDIR"] {
+    // The sanitizer options reach the child maqet too (Tools/test's AddressSanitizer run).
+    for key in ["PATH", "LANG", "LC_ALL", "TMPDIR", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"] {
         if let v = ProcessInfo.processInfo.environment[key] { env[key] = v }
     }
     env["HOME"] = home
