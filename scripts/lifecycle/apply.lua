@@ -53,6 +53,8 @@ return {
         local old = stored or {}
         -- A bad value is reported against where it came from: "--memory: memory: ..." or "FILE: cpu: ...".
         local cfg = config.validate(config.merge(config.merge(old, overlay), flags), origins)
+        local id = row and row.id or config.new_id()
+        config.scratch_files(cfg, id) -- storage with a size and no file: an image in the data dir
         local diff = changes(old, cfg)
 
         if row and #diff == 0 then
@@ -77,7 +79,7 @@ return {
             else
                 assert(tx:exec([[INSERT INTO vm_instances (id, name, config_path, config_data, status)
                                  VALUES (?, ?, ?, ?, 'created')]],
-                    config.new_id(), name,
+                    id, name,
                     files[1] and config.absolute(files[1], maqet.fs.cwd()) or nil, config.encode(cfg)))
             end
         end)
