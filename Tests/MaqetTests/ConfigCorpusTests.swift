@@ -146,4 +146,41 @@ final class ConfigCorpusTests: XCTestCase {
         refused.assertExit(64)
         XCTAssertEqual(refused.stderr, "maqet: \(bad): storage 'd': needs a file, or a size to make a new image with (size: 10G)\n")
     }
+
+    /// Unknown and ignored keys warn at add and apply (naming the file and the key), and at the
+    /// start of a row maqet never checked (adopted as the published maqet wrote it), not after.
+    func testUnknownAndIgnoredKeysWarnAtAddApplyAndAdoptedStart() {
+        let sandbox = Sandbox()
+        let file = sandbox.write("u.yaml", "binary: qemu-system-x86_64\nenable_kvm: true\nstorage:\n"
+            + "  - {name: share, type: virtfs, path: /var/tmp/maqet-corpus-share, size: 1G}\n")
+        let added = sandbox.maqet(["add", file, "--name", "u"])
+        added.assertExit(0)
+        assertContains(added.stderr, "maqet: warning: \(file): unknown key 'enable_kvm'")
+        assertContains(added.stderr, "maqet: warning: \(file): storage 'share': key 'size' is ignored for type virtfs")
+        let overlay = sandbox.write("o.yaml", "ssh_port: 2222\n")
+        let applied = sandbox.maqet(["apply", "u", overlay])
+        applied.assertExit(0)
+        assertContains(applied.stderr, "maqet: warning: \(overlay): unknown key 'ssh_port'")
+        XCTAssertFalse(applied.stderr.contains("enable_kvm"), "a stored key warns once, at add: \(applied.stderr)")
+
+        // The published maqet's json.dumps text: never checked by maqet.
+        let id = UUID().uuidString.lowercased()
+        let config = #"{"binary": "qemu-system-x86_64", "arguments": [{"machine": "none"}], "network": "user"}"#
+        XCTAssertEqual(runProcess("/usr/bin/sqlite3", [sandbox.databasePath,
+            "INSERT INTO vm_instances (id, name, config_data, status) VALUES ('\(id)', 'adopted', '\(config)', 'created')"],
+            environment: ProcessInfo.processInfo.environment).code, 0)
+        let started = sandbox.maqet(["start", "adopted"])
+        defer { sandbox.maqet(["stop", "adopted", "--force"]) }
+        started.assertExit(0)
+        XCTAssertEqual(started.stderr, "maqet: warning: VM 'adopted' (its config was never checked by maqet): unknown key 'network' "
+            + "(kept, but maqet does not use it; known keys: name, binary, binary_is_qemu, memory, cpu, display, vga, arguments, args, "
+            + "storage, serial, description, tags, panic_device, on_panic, allow_system_paths); fix it with 'maqet apply adopted'\n")
+        sandbox.maqet(["stop", "adopted", "--force"]).assertExit(0)
+        // Once maqet stored it (apply), start is quiet.
+        sandbox.maqet(["apply", "adopted", "--memory", "64M"]).assertExit(0)
+        let again = sandbox.maqet(["start", "adopted"])
+        again.assertExit(0)
+        XCTAssertEqual(again.stderr, "")
+        sandbox.maqet(["stop", "adopted", "--force"]).assertExit(0)
+    }
 }

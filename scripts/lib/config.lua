@@ -764,12 +764,6 @@ local function validate_storage(storage, origins, allowed)
             refuse(origins, origin, where, ("type %s is not one of %s"):format(
                 item.type == nil and "(missing)" or show(item.type), table.concat(types, ", ")))
         end
-        for key in pairs(item) do
-            if not config.STORAGE_KEYS[key] and (origins == nil or origins[origin] ~= nil) then
-                maqet.log.warn(("%sstorage '%s': unknown key '%s' (kept, but maqet does not use it)"):format(
-                    origins and origins[origin] and (origins[origin] .. ": ") or "", item.name, key))
-            end
-        end
         if kind == "image" then
             if item.file == nil then
                 -- config.scratch_files names it in the data directory when the VM is stored.
@@ -810,6 +804,66 @@ local function validate_storage(storage, origins, allowed)
     end
 end
 
+--- Storage keys each kind of item does not use (kept, with a warning).
+config.IGNORED_STORAGE_KEYS = {
+    image = { path = true, mount_tag = true, security_model = true, options = true },
+    folder = { size = true, interface = true, backing_file = true, backing_format = true },
+}
+
+--- The keys of `cfg` maqet keeps but does not use, for warnings: unknown top-level keys, unknown
+--- storage keys, and storage keys its type ignores (`size` of a virtfs share). Each is
+--- {origin = the origins key ("colour", "storage:hdd"), text = "unknown key 'colour' (…)"}.
+--- Never raises: used by add/apply (config.validate) and by start for a config maqet never
+--- checked (config.unchecked).
+---@param cfg table
+---@return {origin: string, text: string}[]
+function config.unused_keys(cfg)
+    local out = {}
+    if type(cfg) ~= "table" then return out end
+    local keys = {}
+    for key in pairs(cfg) do keys[#keys + 1] = tostring(key) end
+    table.sort(keys)
+    for _, key in ipairs(keys) do
+        if not config.KNOWN_KEYS[key] then
+            out[#out + 1] = { origin = key, text = ("unknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(key,
+                "name, binary, binary_is_qemu, memory, cpu, display, vga, arguments, args, storage, serial, description, tags, "
+                .. "panic_device, on_panic, allow_system_paths") }
+        end
+    end
+    for i, item in ipairs(is_array(cfg.storage) and cfg.storage or {}) do
+        if is_mapping(item) then
+            local name = type(item.name) == "string" and item.name or ("#" .. i)
+            local kind = config.STORAGE_TYPES[item.type]
+            local item_keys = {}
+            for key in pairs(item) do item_keys[#item_keys + 1] = tostring(key) end
+            table.sort(item_keys)
+            for _, key in ipairs(item_keys) do
+                local text
+                if not config.STORAGE_KEYS[key] then
+                    text = ("storage '%s': unknown key '%s' (kept, but maqet does not use it)"):format(name, key)
+                elseif kind and config.IGNORED_STORAGE_KEYS[kind][key] then
+                    text = ("storage '%s': key '%s' is ignored for type %s (kept, but maqet does not use it)"):format(name, key, item.type)
+                end
+                if text then out[#out + 1] = { origin = "storage:" .. name, text = text } end
+            end
+        end
+    end
+    return out
+end
+
+--- Whether a row's config_data was never checked by maqet: maqet stores only its own encoding
+--- (config.encode: sorted keys, no spaces), so any other text (the published maqet's json.dumps,
+--- a hand-written row) was adopted as it was.
+---@param row table a vm_instances row
+---@return boolean
+function config.unchecked(row)
+    local text = row.config_data
+    if type(text) ~= "string" or text == "" or text == "{}" then return false end
+    local decoded = maqet.json.decode(text)
+    if type(decoded) ~= "table" then return true end
+    return config.encode(setmetatable(decoded, nil)) ~= text
+end
+
 --- Checks a merged config. Returns a normalised copy (lists marked as arrays; `cpu: "2"` → 2) or
 --- raises `maqet.error(..., "usage")` with one line naming the key (and the file, from
 --- `origins`, when known). Unknown top-level keys are kept and logged as warnings.
@@ -825,14 +879,11 @@ function config.validate(cfg, origins)
     local keys = {}
     for key in pairs(out) do keys[#keys + 1] = tostring(key) end
     table.sort(keys)
-    for _, key in ipairs(keys) do
-        -- With `origins`, only keys that came from the files or flags warn (not ones already stored).
-        if not config.KNOWN_KEYS[key] and (origins == nil or origins[key] ~= nil) then
-            local file = origins and origins[key]
-            maqet.log.warn(("%sunknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(
-                file and (file .. ": ") or "", key,
-                "name, binary, binary_is_qemu, memory, cpu, display, vga, arguments, args, storage, serial, description, tags, "
-                .. "panic_device, on_panic, allow_system_paths"))
+    -- With `origins`, only keys that came from the files or flags warn (not ones already stored).
+    for _, unused in ipairs(config.unused_keys(out)) do
+        if origins == nil or origins[unused.origin] ~= nil then
+            local file = origins and origins[unused.origin]
+            maqet.log.warn((file and (file .. ": ") or "") .. unused.text)
         end
     end
 
