@@ -109,7 +109,7 @@ final class ConfigTests: XCTestCase {
         let result = sandbox.maqet(["add", config("base.yaml"), config("override.yaml"), "--vm-config", config("sub/extra.yaml"), "--name", "merged"])
         result.assertExit(0)
         let expected = json("""
-            {"arguments": [{"machine": "pc"}, {"accel": "kvm"}, {"boot": {"menu": "off", "order": "n"}}],
+            {"arguments": [{"machine": "pc"}, {"accel": "kvm"}, {"boot": "order=n,menu=off"}],
              "binary": "qemu-system-x86_64", "cpu": 2, "description": "base with more memory",
              "display": "none", "memory": "128M", "vga": "none", "tags": ["test", "extra"],
              "storage": [
@@ -227,7 +227,7 @@ final class ConfigTests: XCTestCase {
              "storage 'a': the name is used twice"),
             ("virtfs without path", [file("v.yaml", "storage:\n  - {name: s, type: virtfs, mount_tag: t}\n"), "--name", "x"], 64,
              "storage 's': path must be a path"),
-            ("bad argument", [file("a.yaml", "arguments:\n  - {machine: q35, accel: kvm}\n"), "--name", "x"], 64,
+            ("bad argument", [file("a.yaml", "arguments:\n  - [q35, kvm]\n"), "--name", "x"], 64,
              "arguments[1]: "),
             ("invalid YAML", [file("y.yaml", "memory: [64M\n"), "--name", "x"], 64, "invalid YAML in \(sandbox.root.file("y.yaml")): "),
             ("a list, not a mapping", [file("l.yaml", "- memory: 64M\n"), "--name", "x"], 64, "a VM config must be a mapping"),
@@ -403,7 +403,8 @@ final class ConfigHostFunctionTests: XCTestCase {
         let c = sandbox.write("c.yaml", "name: other\narguments: [{machine: pc}, no-reboot, snapshot]\n")
         let result = sandbox.maqet(["add", a, c, "--name", "x"])
         result.assertExit(0)
-        XCTAssertEqual(result.stderr, "maqet: warning: \(a): storage 's': unknown key 'colour' (kept, but maqet does not use it)\n")
+        XCTAssertEqual(result.stderr, "maqet: warning: \(c): arguments machine replaces the one from \(a)\n"
+                       + "maqet: warning: \(a): storage 's': unknown key 'colour' (kept, but maqet does not use it)\n")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT json_extract(config_data, '$.arguments') FROM vm_instances"),
                        #"["no-reboot",{"machine":"pc"},{"nographic":null},"snapshot"]"# + "\n")
 

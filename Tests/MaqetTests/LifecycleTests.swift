@@ -402,8 +402,8 @@ final class LifecycleTests: SandboxTestCase {
         XCTAssertEqual(result.stdout, """
             /usr/bin/qemu-system-x86_64 -name guest=shown -m 2G -smp 2 -display none -vga std -machine q35 \
             -accel kvm -boot menu=off,order=n -nographic -accel tcg -device pvpanic -action panic=shutdown \
-            -drive 'file=/srv/my disk.qcow2,format=qcow2,if=virtio' \
-            -virtfs local,path=/srv/share,mount_tag=host,security_model=mapped-xattr \
+            -drive 'file=/srv/my disk.qcow2,if=virtio,format=qcow2' \
+            -virtfs local,path=/srv/share,mount_tag=host,security_model=mapped-xattr,id=share \
             -chardev socket,id=maqet-console,path=\(dir)/console.sock,server=on,wait=off,\
             logfile=\(sandbox.dataDir)/logs/shown.console.log,logappend=on -serial chardev:maqet-console \
             -chardev socket,id=maqet-runner,path=\(dir)/runner.qmp,server=on,wait=off -mon chardev=maqet-runner,mode=control \
@@ -412,7 +412,7 @@ final class LifecycleTests: SandboxTestCase {
             """)
         let json = sandbox.maqet(["show-cmd", "shown", "--format", "json"])
         json.assertExit(0)
-        assertContains(json.stdout, "\"file=/srv/my disk.qcow2,format=qcow2,if=virtio\"")
+        assertContains(json.stdout, "\"file=/srv/my disk.qcow2,if=virtio,format=qcow2\"")
     }
 
     func testRmRefusesRunningAndDeleteStorageDeletesCreatedDisks() throws {

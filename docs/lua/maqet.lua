@@ -656,7 +656,8 @@ maqet.yaml = {}
 ---tables marked as arrays (so `[]` re-encodes as `[]`), `null`/`~`/empty `maqet.json.null`,
 ---`true`/`false` booleans, `12`/`0x1f`/`0o17` integers, `1.5`/`.inf`/`.nan` floats; everything
 ---else (also `yes`, `no`, `on`, `off`) and every quoted scalar a string. Anchors and aliases are
----resolved and merge keys (`<<: *base`) merged. An empty document is `maqet.json.null`.
+---resolved and merge keys (`<<: *base`) merged. An empty document is `maqet.json.null`. Each
+---mapping's own metatable lists its keys in document order: `getmetatable(t).__keys`.
 ---@param text string
 ---@return any|nil value
 ---@return string? message  "maqet.yaml.decode: did not find expected key at line 3 column 1"

@@ -12,8 +12,17 @@ local config = {}
 config.KNOWN_KEYS = {
     name = true, binary = true, memory = true, cpu = true, display = true, vga = true,
     arguments = true, storage = true, description = true, tags = true, serial = true,
-    panic_device = true, on_panic = true, binary_is_qemu = true, allow_system_paths = true,
+    panic_device = true, on_panic = true, binary_is_qemu = true, allow_system_paths = true, args = true,
 }
+
+--- `arguments` options QEMU takes only once: when a later file gives one again, it replaces the
+--- earlier one (in its place) instead of being added. The published maqet's "single-instance"
+--- list, plus accel. `M` is machine.
+config.SINGLE_OPTIONS = {
+    machine = true, M = true, m = true, smp = true, cpu = true, accel = true, display = true, vga = true,
+    kernel = true, initrd = true, append = true, bios = true, boot = true, name = true, uuid = true,
+}
+local OPTION_ALIASES = { M = "machine" }
 
 --- What QEMU does when the guest panics (`on_panic:`, QEMU's `-action panic=`), and the default.
 --- shutdown: QEMU powers off and exits (recorded crashed, reason guest-panic); pause: QEMU keeps
@@ -25,6 +34,7 @@ config.PANIC_ACTIONS = { shutdown = true, pause = true, ["exit-failure"] = true,
 config.STORAGE_KEYS = {
     name = true, type = true, file = true, size = true, interface = true, backing_file = true,
     path = true, mount_tag = true, security_model = true, readonly = true, options = true,
+    backing_format = true,
 }
 
 --- Storage types: disk images (need `file`) and shared folders (need `path`).
@@ -203,6 +213,9 @@ function config.resolve_paths(cfg, dir)
     if type(cfg.binary) == "string" and cfg.binary:find("/", 1, true) then
         cfg.binary = config.absolute(cfg.binary, dir)
     end
+    if is_array(cfg.arguments) then
+        for i, item in ipairs(cfg.arguments) do cfg.arguments[i] = config.resolve_argument_paths(item, dir) end
+    end
     if type(cfg.storage) == "table" then
         for _, item in ipairs(cfg.storage) do
             if type(item) == "table" then
@@ -214,6 +227,41 @@ function config.resolve_paths(cfg, dir)
             end
         end
     end
+end
+
+--- A normalised `arguments` item with its relative host paths made absolute against `dir`: the
+--- whole value of a PATH_ARGUMENTS option (`cdrom: ./x.iso`), and the PATH_OPTIONS parts of a
+--- value (`drive: file=disk.img,...`, `chardev: socket,path=s.sock`). A `~/` path is the home folder.
+---@param item any
+---@param dir string
+---@return any
+function config.resolve_argument_paths(item, dir)
+    if not is_mapping(item) then return item end
+    local key = next(item)
+    local value = item[key]
+    if type(value) ~= "string" or value == "" then return item end
+    local function resolve(p)
+        if p == "" or p:sub(1, 1) == "/" or p:sub(1, 5) == "json:" then return p end
+        return config.absolute(p, dir)
+    end
+    if config.PATH_ARGUMENTS[key] then
+        item[key] = resolve(value)
+        return item
+    end
+    local parts = config.option_parts(value)
+    local changed = false
+    for i, part in ipairs(parts) do
+        local k, v = part:match("^([^=]+)=(.*)$")
+        if k and config.PATH_OPTIONS[k:match("([^.]*)$")] then
+            local r = resolve(v)
+            if r ~= v then parts[i] = k .. "=" .. r; changed = true end
+        end
+    end
+    if changed then
+        for i, part in ipairs(parts) do parts[i] = (part:gsub(",", ",,")) end
+        item[key] = table.concat(parts, ",")
+    end
+    return item
 end
 
 --- Reads one YAML file into a table with its paths resolved. Raises `maqet.error` naming the file
@@ -239,20 +287,102 @@ function config.load_file(path)
             path, type(cfg) == "table" and "a list" or show(cfg)), "usage")
     end
     setmetatable(cfg, nil)
+    if is_array(cfg.arguments) then
+        -- Here, and only here, the mappings still know their keys' order (maqet.yaml's __keys).
+        for i, item in ipairs(cfg.arguments) do cfg.arguments[i] = config.normalize_argument(item) end
+    end
     config.resolve_paths(cfg, directory_of(path))
     return cfg
+end
+
+--- One `arguments` item in the form maqet stores: a flag string, or a one-key mapping whose value
+--- is a scalar, true/false/null, or the option's value as QEMU gets it. A multi-key item, a list
+--- or a nested mapping becomes that string (lib/qemu.lua renders it, in the file's key order), so
+--- the stored config (JSON, sorted keys) keeps what the order meant:
+--- `{display: none, show-cursor: "on"}` → `{display: "none,show-cursor=on"}`.
+---@param item any
+---@return any
+function config.normalize_argument(item)
+    if not is_mapping(item) or next(item) == nil then return item end
+    local qemu = require("maqet.lib.qemu")
+    local keys = qemu.keys(item)
+    if #keys == 1 and type(item[keys[1]]) ~= "table" then return setmetatable(item, nil) end
+    local option, value = qemu.option(item)
+    if value == nil then value = null end
+    return { [option] = value }
 end
 
 --- The key an `arguments` item merges by: a flag string is its own key, a one-key mapping its key.
 ---@param item any
 ---@return string|nil
 function config.argument_key(item)
-    if type(item) == "string" then return item end
-    if is_mapping(item) then
-        local key = next(item)
-        if key ~= nil and next(item, key) == nil then return tostring(key) end
+    local key
+    if type(item) == "string" then
+        key = item:match("^%-*([^%s]+)")
+    elseif is_mapping(item) and next(item) ~= nil then
+        key = require("maqet.lib.qemu").keys(item)[1]:match("^%-*(.*)$")
+    end
+    if key == nil or key == "" then return nil end
+    return OPTION_ALIASES[key] or key
+end
+
+--- The `id=` an `arguments` item names (`device: "virtio-net-pci,netdev=n0,id=nic0"`,
+--- `{netdev: {type: user, id: n0}}`, "netdev user,id=n0"), or nil.
+---@param item any
+---@return string|nil
+function config.argument_id(item)
+    local value
+    if type(item) == "string" then
+        value = item:match("^%S+%s+(.*)$")
+    elseif is_mapping(item) and next(item) ~= nil then
+        value = item[require("maqet.lib.qemu").keys(item)[1]]
+        if is_mapping(value) then
+            if type(value.id) == "string" or math.type(value.id) == "integer" then return tostring(value.id) end
+            return nil
+        end
+    end
+    if type(value) ~= "string" then return nil end
+    for _, part in ipairs(config.option_parts(value)) do
+        local id = part:match("^id=(.*)$")
+        if id then return id end
     end
     return nil
+end
+
+--- `over`'s arguments merged into `base`'s: every item is kept, in order, except an item that
+--- names the same option and the same `id=` as an earlier one, or an option QEMU takes only once
+--- (config.SINGLE_OPTIONS), or the same flag: that one replaces the earlier item in its place.
+--- `replaced(key, id)` is called for each replacement that changes something.
+---@param base any[]
+---@param over any[]
+---@param replaced? fun(key: string, id: string|nil)
+---@return any[]
+function config.merge_arguments(base, over, replaced)
+    local out = maqet.json.array()
+    for _, item in ipairs(base) do out[#out + 1] = copy(item) end
+    for _, item in ipairs(over) do
+        local key, id = config.argument_key(item), config.argument_id(item)
+        local target
+        if key ~= nil then
+            for i, old in ipairs(out) do
+                if config.argument_key(old) == key then
+                    local old_id = config.argument_id(old)
+                    if (id ~= nil and old_id == id) or (id == nil and config.SINGLE_OPTIONS[key])
+                        or (type(item) == "string" and old == item) then
+                        target = i
+                        break
+                    end
+                end
+            end
+        end
+        if target then
+            if replaced and maqet.json.encode(out[target]) ~= maqet.json.encode(item) then replaced(key, id) end
+            out[target] = copy(item)
+        else
+            out[#out + 1] = copy(item)
+        end
+    end
+    return out
 end
 
 --- Merges a list of items by key: an item whose key is already there replaces it in place, new
@@ -282,12 +412,15 @@ local function storage_key(item)
 end
 
 --- `over` merged into `base` (neither is changed): mappings merge deeply, other values from `over`
---- win, `null` removes a key, `storage` items merge by `name`, `arguments` items by their key.
+--- win, `null` removes a key, `storage` items merge by `name`, `arguments` by config.merge_arguments,
+--- other lists (`args`, `tags`, `allow_system_paths`) are joined, as the published maqet does.
+--- `replaced(what)` (optional) hears of each `arguments` item and storage item replaced.
 ---@param base table
 ---@param over table
 ---@param path? string  where in the config this is ("" at the top)
+---@param replaced? fun(what: string)
 ---@return table
-function config.merge(base, over, path)
+function config.merge(base, over, path, replaced)
     path = path or ""
     local out = copy(base)
     for key, value in pairs(over) do
@@ -296,11 +429,18 @@ function config.merge(base, over, path)
             out[key] = nil
         elseif path == "" and key == "storage" and is_array(old) and is_array(value) then
             out[key] = merge_list(old, value, storage_key, function(a, b)
+                if replaced then replaced(("storage '%s'"):format(tostring(storage_key(b)))) end
                 if is_mapping(a) and is_mapping(b) then return config.merge(a, b, "storage.") end
                 return copy(b)
             end)
         elseif path == "" and key == "arguments" and is_array(old) and is_array(value) then
-            out[key] = merge_list(old, value, config.argument_key, function(_, b) return copy(b) end)
+            out[key] = config.merge_arguments(old, value, replaced and function(k, id)
+                replaced(id and ("arguments %s id=%s"):format(k, id) or ("arguments %s"):format(k))
+            end)
+        elseif path == "" and is_array(old) and is_array(value) then
+            local joined = copy(old)
+            for _, x in ipairs(value) do joined[#joined + 1] = copy(x) end
+            out[key] = joined
         elseif is_mapping(old) and is_mapping(value) then
             out[key] = config.merge(old, value, path .. key .. ".")
         else
@@ -318,19 +458,39 @@ end
 ---@return table<string, string> origins
 function config.load_files(paths)
     local merged, origins = {}, {}
+    local set_by = {} -- "storage 'hdd'", "arguments device id=n0", "memory" → the file that set it
     for _, path in ipairs(paths) do
         local cfg = config.load_file(path)
         local absolute = config.absolute(path, maqet.fs.cwd())
-        for key in pairs(cfg) do origins[key] = absolute end
+        local function warn(what)
+            maqet.log.warn(("%s: %s replaces the one from %s"):format(absolute, what, set_by[what] or "an earlier file"))
+        end
+        for key, value in pairs(cfg) do
+            local old = merged[key]
+            if old ~= nil and type(old) ~= "table" and type(value) ~= "table" and old ~= value then
+                warn(key)
+            end
+        end
+        merged = config.merge(merged, cfg, "", warn)
+        for key in pairs(cfg) do
+            origins[key] = absolute
+            set_by[key] = absolute
+        end
         for _, item in ipairs(type(cfg.storage) == "table" and cfg.storage or {}) do
             local name = storage_key(item)
-            if name then origins["storage:" .. name] = absolute end
+            if name then
+                origins["storage:" .. name] = absolute
+                set_by[("storage '%s'"):format(name)] = absolute
+            end
         end
         for _, item in ipairs(type(cfg.arguments) == "table" and cfg.arguments or {}) do
             local key = config.argument_key(item)
-            if key then origins["arguments:" .. key] = absolute end
+            if key then
+                origins["arguments:" .. key] = absolute
+                local id = config.argument_id(item)
+                set_by[id and ("arguments %s id=%s"):format(key, id) or ("arguments %s"):format(key)] = absolute
+            end
         end
-        merged = config.merge(merged, cfg)
     end
     return merged, origins
 end
@@ -386,27 +546,32 @@ local function validate_arguments(args, origins)
         refuse(origins, "arguments", "arguments", "must be a list (- machine: q35, - no-reboot, ...)")
     end
     for i, item in ipairs(args) do
-        local key = config.argument_key(item)
         local where = "arguments[" .. i .. "]"
         if type(item) == "string" then
             if item == "" then refuse(origins, "arguments", where, "an empty flag") end
-        elseif key == nil then
+        elseif not is_mapping(item) or next(item) == nil then
             refuse(origins, "arguments", where,
-                ("%s must be a flag (no-reboot) or a mapping with one key (machine: q35)"):format(show(item)))
+                ("%s must be a flag (no-reboot) or a mapping (machine: q35)"):format(show(item)))
         else
-            local value = item[key]
-            if is_mapping(value) then
-                for k, v in pairs(value) do
-                    if not check_scalar_argument_value(v) then
-                        refuse(origins, "arguments:" .. key, where, ("%s.%s must be a string, number or boolean"):format(key, k))
-                    end
-                end
-            elseif not check_scalar_argument_value(value) then
-                refuse(origins, "arguments:" .. key, where,
-                    ("the value of %s must be a string, number, boolean or a mapping (order: n)"):format(key))
-            end
+            -- A stored or adopted item may still be multi-key or nested (no key order left: lib/qemu.lua's fallback order).
+            args[i] = config.normalize_argument(item)
         end
     end
+end
+
+--- `args`: a list of words QEMU gets verbatim (strings; numbers are written as they are).
+local function validate_verbatim(list, origins)
+    if not is_array(list) and not (type(list) == "table" and next(list) == nil) then
+        refuse(origins, "args", "args", "must be a list of words (args: [-serial, none])")
+    end
+    for i, w in ipairs(list) do
+        if type(w) == "number" then
+            list[i] = tostring(w)
+        elseif type(w) ~= "string" then
+            refuse(origins, "args", "args[" .. i .. "]", ("%s must be a string (one argv word)"):format(show(w)))
+        end
+    end
+    maqet.json.array(list)
 end
 
 --- Whether `real` (a resolved path) is one of `allowed` (resolved paths from
@@ -537,6 +702,16 @@ local function validate_argument_paths(cfg, origins, allowed)
             end
         end
     end
+    local words = require("maqet.lib.qemu").verbatim(cfg)
+    for j = 1, #words - 1 do
+        local flag, value = words[j]:match("^%-%-?(.+)$"), words[j + 1]
+        if flag and not value:match("^%-") then
+            for _, found in ipairs(config.option_paths(flag, value)) do
+                local what = found.key == flag and flag or (flag .. " " .. found.key)
+                config.check_host_path(origins, "args", "args", what, found.path, allowed, advice)
+            end
+        end
+    end
     if type(cfg.serial) == "string" then
         for _, found in ipairs(config.option_paths("serial", cfg.serial)) do
             if found.key ~= "serial" and found.key:find(":", 1, true) then
@@ -589,14 +764,15 @@ local function validate_storage(storage, origins, allowed)
             refuse(origins, origin, where, ("type %s is not one of %s"):format(
                 item.type == nil and "(missing)" or show(item.type), table.concat(types, ", ")))
         end
-        for key in pairs(item) do
-            if not config.STORAGE_KEYS[key] and (origins == nil or origins[origin] ~= nil) then
-                maqet.log.warn(("%sstorage '%s': unknown key '%s' (kept, but maqet does not use it)"):format(
-                    origins and origins[origin] and (origins[origin] .. ": ") or "", item.name, key))
-            end
-        end
         if kind == "image" then
-            check_storage_path(origins, origin, where, "file", item.file, allowed)
+            if item.file == nil then
+                -- config.scratch_files names it in the data directory when the VM is stored.
+                if item.size == nil and item.backing_file == nil then
+                    refuse(origins, origin, where, "needs a file, or a size to make a new image with (size: 10G)")
+                end
+            else
+                check_storage_path(origins, origin, where, "file", item.file, allowed)
+            end
             if item.backing_file ~= nil then
                 if item.type ~= "qcow2" then refuse(origins, origin, where, "backing_file needs type qcow2") end
                 check_storage_path(origins, origin, where, "backing_file", item.backing_file, allowed)
@@ -607,9 +783,18 @@ local function validate_storage(storage, origins, allowed)
             end
         else
             check_storage_path(origins, origin, where, "path", item.path, allowed)
-            for _, key in ipairs({ "mount_tag", "security_model" }) do
-                if item[key] ~= nil and type(item[key]) ~= "string" then
-                    refuse(origins, origin, where, key .. " must be a string")
+            local options = item.options
+            if options ~= nil and not is_mapping(options) and not (type(options) == "table" and next(options) == nil) then
+                refuse(origins, origin, where, "options must be a mapping (mount_tag:, security_model:, readonly:, ...)")
+            end
+            for _, src in ipairs({ item, options or {} }) do
+                for _, key in ipairs({ "mount_tag", "security_model", "id" }) do
+                    if src[key] ~= nil and type(src[key]) ~= "string" then
+                        refuse(origins, origin, where, key .. " must be a string")
+                    end
+                end
+                if src.readonly ~= nil and type(src.readonly) ~= "boolean" then
+                    refuse(origins, origin, where, ("readonly must be true or false, not %s"):format(show(src.readonly)))
                 end
             end
         end
@@ -617,6 +802,66 @@ local function validate_storage(storage, origins, allowed)
             refuse(origins, origin, where, "interface must be a string (virtio, ide, scsi, ...)")
         end
     end
+end
+
+--- Storage keys each kind of item does not use (kept, with a warning).
+config.IGNORED_STORAGE_KEYS = {
+    image = { path = true, mount_tag = true, security_model = true, options = true },
+    folder = { size = true, interface = true, backing_file = true, backing_format = true },
+}
+
+--- The keys of `cfg` maqet keeps but does not use, for warnings: unknown top-level keys, unknown
+--- storage keys, and storage keys its type ignores (`size` of a virtfs share). Each is
+--- {origin = the origins key ("colour", "storage:hdd"), text = "unknown key 'colour' (…)"}.
+--- Never raises: used by add/apply (config.validate) and by start for a config maqet never
+--- checked (config.unchecked).
+---@param cfg table
+---@return {origin: string, text: string}[]
+function config.unused_keys(cfg)
+    local out = {}
+    if type(cfg) ~= "table" then return out end
+    local keys = {}
+    for key in pairs(cfg) do keys[#keys + 1] = tostring(key) end
+    table.sort(keys)
+    for _, key in ipairs(keys) do
+        if not config.KNOWN_KEYS[key] then
+            out[#out + 1] = { origin = key, text = ("unknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(key,
+                "name, binary, binary_is_qemu, memory, cpu, display, vga, arguments, args, storage, serial, description, tags, "
+                .. "panic_device, on_panic, allow_system_paths") }
+        end
+    end
+    for i, item in ipairs(is_array(cfg.storage) and cfg.storage or {}) do
+        if is_mapping(item) then
+            local name = type(item.name) == "string" and item.name or ("#" .. i)
+            local kind = config.STORAGE_TYPES[item.type]
+            local item_keys = {}
+            for key in pairs(item) do item_keys[#item_keys + 1] = tostring(key) end
+            table.sort(item_keys)
+            for _, key in ipairs(item_keys) do
+                local text
+                if not config.STORAGE_KEYS[key] then
+                    text = ("storage '%s': unknown key '%s' (kept, but maqet does not use it)"):format(name, key)
+                elseif kind and config.IGNORED_STORAGE_KEYS[kind][key] then
+                    text = ("storage '%s': key '%s' is ignored for type %s (kept, but maqet does not use it)"):format(name, key, item.type)
+                end
+                if text then out[#out + 1] = { origin = "storage:" .. name, text = text } end
+            end
+        end
+    end
+    return out
+end
+
+--- Whether a row's config_data was never checked by maqet: maqet stores only its own encoding
+--- (config.encode: sorted keys, no spaces), so any other text (the published maqet's json.dumps,
+--- a hand-written row) was adopted as it was.
+---@param row table a vm_instances row
+---@return boolean
+function config.unchecked(row)
+    local text = row.config_data
+    if type(text) ~= "string" or text == "" or text == "{}" then return false end
+    local decoded = maqet.json.decode(text)
+    if type(decoded) ~= "table" then return true end
+    return config.encode(setmetatable(decoded, nil)) ~= text
 end
 
 --- Checks a merged config. Returns a normalised copy (lists marked as arrays; `cpu: "2"` → 2) or
@@ -634,14 +879,11 @@ function config.validate(cfg, origins)
     local keys = {}
     for key in pairs(out) do keys[#keys + 1] = tostring(key) end
     table.sort(keys)
-    for _, key in ipairs(keys) do
-        -- With `origins`, only keys that came from the files or flags warn (not ones already stored).
-        if not config.KNOWN_KEYS[key] and (origins == nil or origins[key] ~= nil) then
-            local file = origins and origins[key]
-            maqet.log.warn(("%sunknown key '%s' (kept, but maqet does not use it; known keys: %s)"):format(
-                file and (file .. ": ") or "", key,
-                "name, binary, binary_is_qemu, memory, cpu, display, vga, arguments, storage, serial, description, tags, "
-                .. "panic_device, on_panic, allow_system_paths"))
+    -- With `origins`, only keys that came from the files or flags warn (not ones already stored).
+    for _, unused in ipairs(config.unused_keys(out)) do
+        if origins == nil or origins[unused.origin] ~= nil then
+            local file = origins and origins[unused.origin]
+            maqet.log.warn((file and (file .. ": ") or "") .. unused.text)
         end
     end
 
@@ -707,12 +949,32 @@ function config.validate(cfg, origins)
         validate_arguments(out.arguments, origins)
         maqet.json.array(out.arguments)
     end
+    if out.args ~= nil then validate_verbatim(out.args, origins) end
     validate_argument_paths(out, origins, allowed)
     if out.storage ~= nil then
         validate_storage(out.storage, origins, allowed)
         maqet.json.array(out.storage)
     end
     return out
+end
+
+--- Gives each qcow2/raw storage item without a `file` one: `<data dir>/disks/<VM id>-<item
+--- name>.<type>` (the published maqet uses /tmp/maqet-<id>-<name>.<type>, which a reboot may
+--- empty). `maqet start` creates it (lib/storage.lua) and records it, so `rm --delete-storage`
+--- deletes it. Called by add and apply on a validated config; changes `cfg` in place.
+---@param cfg table
+---@param id string the VM's id
+---@return string[] named  the files named
+function config.scratch_files(cfg, id)
+    local named = {}
+    for _, item in ipairs(type(cfg.storage) == "table" and cfg.storage or {}) do
+        if config.STORAGE_TYPES[item.type] == "image" and item.file == nil then
+            local stem = (tostring(item.name):gsub("[^%w._-]", "_"))
+            item.file = ("%s/disks/%s-%s.%s"):format(maqet.data_dir(), id, stem, item.type)
+            named[#named + 1] = item.file
+        end
+    end
+    return named
 end
 
 -- ---------------------------------------------------------------------------------------------

@@ -9,14 +9,20 @@
 --   arguments  a list; each item is
 --                "nographic" or "-nographic"   -> -nographic
 --                {machine = "q35"}             -> -machine q35
---                {boot = {order = "n", menu = "off"}} -> -boot menu=off,order=n
---                  (keys sorted, except driver/type/backend/id first; true/false -> on/off)
+--                {boot = {order = "n", menu = "off"}} -> -boot order=n,menu=off
 --                {enable-kvm = true} or {nographic = json null} -> -enable-kvm / -nographic
 --                {machine = false}             -> nothing (a way to switch an entry off)
+--                {blockdev = {driver = "qcow2", file = {driver = "file"}}} -> -blockdev driver=qcow2,file.driver=file
+--                  (keys in the file's order; nested mappings dotted at any depth; true/false -> on/off)
+--                {smp = {2, "sockets=1"}}     -> -smp 2,sockets=1 (a list joined with commas)
+--                {display = "none", ["show-cursor"] = "on"} -> -display none,show-cursor=on
+--                  (several keys: the first is the option, the others its key=value parts)
+--   args       a list of words given to QEMU verbatim, after the arguments
 --   storage    a list of {name, type = qcow2|raw|virtfs, file, size, interface, backing_file,
---              mount_tag, path, security_model, readonly}
---                qcow2/raw -> -drive file=FILE,format=TYPE,if=INTERFACE (default virtio)
---                virtfs    -> -virtfs local,path=PATH,mount_tag=TAG,security_model=mapped-xattr
+--              mount_tag, path, security_model, readonly, options}
+--                qcow2/raw -> -drive file=FILE,if=INTERFACE (default virtio),format=TYPE
+--                virtfs    -> -virtfs local,path=PATH,mount_tag=TAG,security_model=mapped-xattr,id=NAME
+--                             [,readonly=on][,other options k=v]
 --
 --   panic_device  false: no pvpanic device (default: -device pvpanic on x86 pc/q35 machines)
 --   on_panic   QEMU's -action panic=: shutdown (default), pause, exit-failure, none
@@ -80,6 +86,9 @@ function qemu.binary_problem(config, program, probe)
 end
 qemu.default_display = "none"
 qemu.default_interface = "virtio"
+--- virtfs security_model when a share names none (the published maqet: passthrough, which needs
+--- root to set file owners; mapped-xattr works for any user).
+qemu.default_security_model = "mapped-xattr"
 --- QEMU's -action panic= when the config has no on_panic (config.lua validates the values).
 qemu.default_panic_action = "shutdown"
 
@@ -177,41 +186,135 @@ local function escape(value)
     return (tostring(value):gsub(",", ",,"))
 end
 
+local null = maqet.json.null
+
+local function is_list(v)
+    if type(v) ~= "table" then return false end
+    local mt = getmetatable(v)
+    if mt and mt.__jsontype == "array" then return true end
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    return n > 0 and n == #v
+end
+
+local first_keys = { driver = 1, type = 2, backend = 3, id = 4 }
+
+--- The keys of a mapping in the order they are rendered: the document order when the mapping
+--- comes straight from maqet.yaml (its metatable's `__keys`; QEMU options are order-sensitive,
+--- and the published maqet renders them in the file's order). A mapping without that order (a
+--- stored config is JSON with sorted keys) falls back to: keys with a null value first (the
+--- positional part, `{q35: null, accel: kvm}` → `q35,accel=kvm`), then driver, type, backend,
+--- id, then the rest sorted.
+---@param map table
+---@return string[]
+function qemu.keys(map)
+    local keys, seen = {}, {}
+    local mt = getmetatable(map)
+    if type(mt) == "table" and type(mt.__keys) == "table" then
+        for _, k in ipairs(mt.__keys) do
+            if map[k] ~= nil and not seen[k] then keys[#keys + 1] = k; seen[k] = true end
+        end
+    end
+    local rest = {}
+    for k in pairs(map) do
+        if not seen[tostring(k)] then rest[#rest + 1] = tostring(k) end
+    end
+    table.sort(rest, function(a, b)
+        local na, nb = map[a] == null and 0 or 1, map[b] == null and 0 or 1
+        if na ~= nb then return na < nb end
+        local ra, rb = first_keys[a] or 99, first_keys[b] or 99
+        if ra ~= rb then return ra < rb end
+        return a < b
+    end)
+    for _, k in ipairs(rest) do keys[#keys + 1] = k end
+    return keys
+end
+
+-- A scalar inside an option value: true/false -> on/off (what QEMU's boolean properties take;
+-- the published maqet writes Python's True/False, which QEMU refuses), commas doubled.
 local function scalar(value)
     if value == true then return "on" end
     if value == false then return "off" end
     return escape(value)
 end
 
-local first_keys = { driver = 1, type = 2, backend = 3, id = 4 }
-
--- {order = "n", menu = "off"} -> "menu=off,order=n" (driver/type/backend/id first, then sorted).
-local function suboptions(map)
-    local keys = {}
-    for k in pairs(map) do keys[#keys + 1] = tostring(k) end
-    table.sort(keys, function(a, b)
-        local ra, rb = first_keys[a] or 99, first_keys[b] or 99
-        if ra ~= rb then return ra < rb end
-        return a < b
-    end)
-    local parts = {}
-    for _, k in ipairs(keys) do
-        local v = map[k]
-        if v == maqet.json.null then
-            parts[#parts + 1] = k
+-- Appends the `key=value` parts of `map` to `parts`, nested mappings as dotted keys at any
+-- depth ({file = {driver = "file"}} -> file.driver=file), a list as key.0=a,key.1=b (QEMU's
+-- keyval list syntax), a null value as the bare key.
+local function suboptions(map, prefix, parts)
+    for _, k in ipairs(qemu.keys(map)) do
+        local v, name = map[k], prefix .. k
+        if v == null then
+            parts[#parts + 1] = name
+        elseif is_list(v) then
+            for i, x in ipairs(v) do
+                if type(x) == "table" then
+                    suboptions(x, name .. "." .. (i - 1) .. ".", parts)
+                else
+                    parts[#parts + 1] = name .. "." .. (i - 1) .. "=" .. scalar(x)
+                end
+            end
         elseif type(v) == "table" then
-            error(("arguments: the value of '%s' is nested too deeply (one level of key=value only)"):format(k), 0)
+            if next(v) == nil then parts[#parts + 1] = name .. "={}" else suboptions(v, name .. ".", parts) end
         else
-            parts[#parts + 1] = k .. "=" .. scalar(v)
+            parts[#parts + 1] = name .. "=" .. scalar(v)
         end
     end
-    return table.concat(parts, ",")
+    return parts
+end
+
+--- The value of one QEMU option as QEMU gets it: a scalar as it is (`2G`, `q35`), a list joined
+--- with commas (`[2, "sockets=1"]` → `2,sockets=1`; a mapping in it gives its key=value parts),
+--- a mapping as key=value parts in order, nested mappings dotted at any depth. nil for
+--- true/null/false (a bare flag or nothing; qemu.argument decides).
+---@param v any
+---@return string|nil
+function qemu.option_value(v)
+    if v == true or v == false or v == null or v == nil then return nil end
+    if is_list(v) then
+        local parts = {}
+        for _, x in ipairs(v) do
+            if type(x) == "table" then
+                suboptions(x, "", parts)
+            elseif x ~= null then
+                parts[#parts + 1] = (x == true and "on") or (x == false and "off") or tostring(x)
+            end
+        end
+        return table.concat(parts, ",")
+    end
+    if type(v) == "table" then return table.concat(suboptions(v, "", {}), ",") end
+    return tostring(v)
 end
 
 local function flag(name)
     name = tostring(name)
     if name:sub(1, 1) == "-" then return name end
     return "-" .. name
+end
+
+--- The option an `arguments` mapping item is (its first key) and the value QEMU gets (nil for a
+--- bare flag, false for "switched off"). A one-key item is `{option: value}`; an item with more
+--- keys is the published maqet's multi-key form: the first key is the option and its value the
+--- positional part, the other keys are key=value parts (`{display: none, show-cursor: "on"}` →
+--- `-display none,show-cursor=on`).
+---@param item table
+---@return string option
+---@return string|false|nil value
+function qemu.option(item)
+    local keys = qemu.keys(item)
+    local option, first = keys[1], item[keys[1]]
+    if #keys == 1 then
+        if first == false then return option, false end
+        return option, qemu.option_value(first)
+    end
+    local parts = {}
+    local head = qemu.option_value(first)
+    if head ~= nil and head ~= "" then parts[1] = head end
+    local rest = {}
+    for i = 2, #keys do rest[keys[i]] = item[keys[i]] end
+    setmetatable(rest, { __keys = { table.unpack(keys, 2) } })
+    suboptions(rest, "", parts)
+    return option, table.concat(parts, ",")
 end
 
 --- The command-line words of one `arguments` item.
@@ -225,28 +328,13 @@ function qemu.argument(item)
         if #words > 0 then words[1] = flag(words[1]) end
         return words
     end
-    if type(item) ~= "table" then
-        error(("arguments: an item must be a flag or a one-key mapping, got %s"):format(type(item)), 0)
+    if type(item) ~= "table" or next(item) == nil then
+        error(("arguments: an item must be a flag or a mapping, got %s"):format(type(item) == "table" and "{}" or type(item)), 0)
     end
-    local out = {}
-    local keys = {}
-    for k in pairs(item) do keys[#keys + 1] = tostring(k) end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
-        local v = item[k]
-        if v == false then
-            -- switched off
-        elseif v == true or v == maqet.json.null then
-            out[#out + 1] = flag(k)
-        elseif type(v) == "table" then
-            out[#out + 1] = flag(k)
-            out[#out + 1] = suboptions(v)
-        else
-            out[#out + 1] = flag(k)
-            out[#out + 1] = tostring(v)
-        end
-    end
-    return out
+    local option, value = qemu.option(item)
+    if value == false then return {} end -- switched off
+    if value == nil then return { flag(option) } end
+    return { flag(option), value }
 end
 
 --- The command-line words for one storage entry (nothing for an unknown type, with a warning).
@@ -258,7 +346,8 @@ function qemu.storage(disk)
         if not disk.file then
             error(("storage '%s': a %s disk needs a 'file'"):format(disk.name or "?", kind), 0)
         end
-        local spec = ("file=%s,format=%s,if=%s"):format(escape(disk.file), kind, escape(disk.interface or qemu.default_interface))
+        -- The published maqet's order: file, if, format.
+        local spec = ("file=%s,if=%s,format=%s"):format(escape(disk.file), escape(disk.interface or qemu.default_interface), kind)
         if disk.readonly then spec = spec .. ",readonly=on" end
         return { "-drive", spec }
     elseif kind == "virtfs" then
@@ -266,9 +355,27 @@ function qemu.storage(disk)
         if not path then
             error(("storage '%s': a virtfs share needs a 'path'"):format(disk.name or "?"), 0)
         end
-        local tag = disk.mount_tag or disk.name or "share"
-        return { "-virtfs", ("local,path=%s,mount_tag=%s,security_model=%s"):format(
-            escape(path), escape(tag), escape(disk.security_model or "mapped-xattr")) }
+        -- `options:` (the published maqet's form) wins over maqet's own top-level keys.
+        local options = type(disk.options) == "table" and disk.options or {}
+        local function pick(key, default)
+            if options[key] ~= nil and options[key] ~= null then return options[key] end
+            if disk[key] ~= nil and disk[key] ~= null then return disk[key] end
+            return default
+        end
+        local name = disk.name or "share"
+        local parts = {
+            "local", "path=" .. escape(path), "mount_tag=" .. scalar(pick("mount_tag", name)),
+            "security_model=" .. scalar(pick("security_model", qemu.default_security_model)),
+            "id=" .. scalar(pick("id", name)),
+        }
+        if pick("readonly", false) == true then parts[#parts + 1] = "readonly=on" end
+        local known = { mount_tag = true, security_model = true, id = true, readonly = true }
+        local extra = {}
+        for k, v in pairs(options) do
+            if not known[k] then extra[k] = v end
+        end
+        suboptions(extra, "", parts)
+        return { "-virtfs", table.concat(parts, ",") }
     end
     maqet.log.warn(("storage '%s': unknown type '%s' is ignored"):format(disk.name or "?", tostring(kind)))
     return {}
@@ -276,6 +383,18 @@ end
 
 local function append(argv, words)
     for _, w in ipairs(words) do argv[#argv + 1] = w end
+end
+
+--- The `args` of a config: words given to QEMU as they are, each its own argv word (the published
+--- maqet's verbatim list, `args: [-serial, none, -no-reboot]`), after the `arguments`.
+---@param config table
+---@return string[]
+function qemu.verbatim(config)
+    local out = {}
+    if type(config.args) == "table" then
+        for _, w in ipairs(config.args) do out[#out + 1] = tostring(w) end
+    end
+    return out
 end
 
 -- Serial devices a user can wire to a chardev of their own (`-device isa-serial,chardev=...`).
@@ -295,6 +414,7 @@ function qemu.own_serial(config, argv)
     if not argv then
         argv = {}
         for _, item in ipairs(config.arguments or {}) do append(argv, qemu.argument(item)) end
+        append(argv, qemu.verbatim(config))
     end
     for i, w in ipairs(argv) do
         if w == "-serial" then
@@ -358,6 +478,7 @@ function qemu.argv(vm, paths)
     append(argv, { "-name", "guest=" .. escape(vm.name) })
     if config.memory ~= nil then append(argv, { "-m", tostring(config.memory) }) end
     if config.cpu ~= nil then append(argv, { "-smp", tostring(config.cpu) }) end
+    local display_at = #argv + 1
     append(argv, { "-display", tostring(config.display or qemu.default_display) })
     if config.vga ~= nil then append(argv, { "-vga", tostring(config.vga) }) end
 
@@ -375,6 +496,16 @@ function qemu.argv(vm, paths)
     end
     if accels == 1 and kvm_only then
         append(argv, { "-accel", "tcg" })
+    end
+    append(argv, qemu.verbatim(config))
+    if config.display == nil then
+        -- maqet's default `-display none` only when the arguments choose no display themselves.
+        for i = display_at + 2, #argv do
+            if argv[i] == "-display" or argv[i] == "-nographic" then
+                table.remove(argv, display_at); table.remove(argv, display_at)
+                break
+            end
+        end
     end
     append(argv, qemu.panic_arguments(config, argv))
 

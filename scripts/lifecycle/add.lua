@@ -45,6 +45,7 @@ return {
                 maqet.error(("a VM named '%s' already exists (see 'maqet ls'; change it with 'maqet apply %s', or choose another --name)"):format(name, name), "failure")
             end
             local id = config.new_id()
+            config.scratch_files(cfg, id) -- storage with a size and no file: an image in the data dir
             local config_path = args.empty and maqet.json.null or config.absolute(files[1], maqet.fs.cwd())
             assert(tx:exec([[INSERT INTO vm_instances (id, name, config_path, config_data, status)
                              VALUES (?, ?, ?, ?, 'created')]],

@@ -66,6 +66,8 @@ return {
         local old = stored or {}
         -- A bad value is reported against where it came from: "--memory: memory: ..." or "FILE: cpu: ...".
         local cfg = config.validate(config.merge(config.merge(old, overlay), flags), origins)
+        local id = row and row.id or config.new_id()
+        config.scratch_files(cfg, id) -- storage with a size and no file: an image in the data dir
         local diff = changes(old, cfg)
 
         if row and #diff == 0 then

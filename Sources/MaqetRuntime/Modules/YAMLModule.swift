@@ -9,7 +9,8 @@ import Yams
 /// JSON array (so it re-encodes as `[...]`, `[]` when empty), `null`/`~`/empty is `maqet.json.null`,
 /// `true`/`false` booleans, `12`/`0x1f`/`0o17` integers, `1.5`/`.inf` floats, anything else (also
 /// `yes`, `no`, `on`, `off`: YAML 1.2, not 1.1) a string; quoted scalars are always strings.
-/// Anchors and aliases are resolved, merge keys (`<<: *base`) merged.
+/// Anchors and aliases are resolved, merge keys (`<<: *base`) merged. Each mapping has a metatable
+/// whose `__keys` lists its keys in document order (merged keys last).
 enum YAMLModule {
     static let functions: [LuaRegistration] = [
         ("decode", decode),
@@ -102,6 +103,7 @@ enum YAMLModule {
                 lua.newTable(recordCount: Int32(clamping: mapping.count))
                 let table = lua.top
                 var merges: [Node] = []
+                var order: [String] = []
                 for (key, value) in mapping {
                     guard case .scalar(let keyScalar) = key else {
                         throw ConversionError(message: "mapping keys must be scalars, not a mapping or a list", mark: key.mark)
@@ -112,6 +114,7 @@ enum YAMLModule {
                     }
                     try push(value, depth: depth + 1)
                     lua.setRawField(table, keyScalar.string)
+                    order.append(keyScalar.string)
                 }
                 // `<<: *base` or `<<: [*a, *b]`: keys not given here come from the merged
                 // mappings, earlier ones first.
@@ -132,9 +135,21 @@ enum YAMLModule {
                             lua.pop()
                             try push(value, depth: depth + 1)
                             lua.setRawField(table, keyScalar.string)
+                            order.append(keyScalar.string)
                         }
                     }
                 }
+                // The keys in document order (QEMU options are order-sensitive: the first key
+                // of an `arguments` item is the option), in the mapping's own metatable:
+                // getmetatable(t).__keys. A copy of the table drops it.
+                lua.newTable(recordCount: 1)
+                lua.newTable(arrayCount: Int32(clamping: order.count))
+                for (i, key) in order.enumerated() {
+                    lua.push(key)
+                    lua.setRawIndex(-2, Int64(i + 1))
+                }
+                lua.setRawField(-2, "__keys")
+                lua_setmetatable(lua.L, table)
             case .alias:
                 // compose() resolves aliases to the anchored node; an unresolved one is an error.
                 throw ConversionError(message: "unresolved alias", mark: node.mark)

@@ -11,9 +11,12 @@ extension Maqet {
             commandName: "add",
             abstract: "Define a VM from YAML config files.",
             discussion: """
-                Config files are merged in order: the positional files first, then each --vm-config \
-                in the order given. Mappings merge deeply, later values win, a later 'key: null' \
-                removes the key, 'storage' items merge by name and 'arguments' items by their key. \
+                Config files are merged in the order they are typed on the command line, positional \
+                or after --vm-config ('add a.yaml b.yaml' and 'add --vm-config a.yaml b.yaml' both \
+                merge a, then b). Mappings merge deeply, later values win, a later 'key: null' \
+                removes the key, 'storage' items merge by name; 'arguments' items are all kept \
+                unless a later file names the same id= or an option QEMU takes once (machine, m, \
+                smp, cpu, accel, display, ...): then it replaces that item, with a warning. \
                 Relative paths (storage file, backing_file, path; binary when it has a '/') resolve \
                 against the directory of the file that names them. The name is --name, else 'name:' \
                 from the config, else a generated 'vm-XXXXXXXX'. The config is validated now (binary, \
@@ -33,7 +36,8 @@ extension Maqet {
         @Argument(help: ArgumentHelp("YAML config files, merged in order.", valueName: "config.yaml"))
         var files: [String] = []
 
-        @Option(name: .customLong("vm-config"), help: ArgumentHelp("A YAML config file (repeatable; merged after the positional files).", valueName: "file"))
+        @Option(name: .customLong("vm-config"), parsing: .upToNextOption,
+                help: ArgumentHelp("YAML config files (one or more; repeatable), merged in the order typed.", valueName: "file"))
         var vmConfig: [String] = []
 
         @Option(name: .long, help: ArgumentHelp("The VM's name (overrides 'name:' in the config).", valueName: "name"))
@@ -47,7 +51,7 @@ extension Maqet {
 
         func run() throws {
             let arguments: JSONValue = .object([
-                ("files", .array((files + vmConfig).map(JSONValue.string))),
+                ("files", .array(Maqet.configFilesInTypedOrder(files, vmConfig).map(JSONValue.string))),
                 ("name", name.map(JSONValue.string) ?? .null),
                 ("empty", .bool(empty)),
             ])
@@ -59,5 +63,24 @@ extension Maqet {
                 print("Added VM '\(result["name"]?.plainText ?? "?")'")
             }
         }
+    }
+
+    /// `files` (positional) and `vmConfig` (--vm-config) in the order they appear on the command
+    /// line, so `add --vm-config a.yaml b.yaml`, `add a.yaml --vm-config b.yaml` and
+    /// `add a.yaml b.yaml` all merge a, then b (ArgumentParser hands them over in two lists).
+    static func configFilesInTypedOrder(_ files: [String], _ vmConfig: [String],
+                                        commandLine: [String] = CommandLine.arguments) -> [String] {
+        var used = Set<Int>()
+        func position(_ file: String) -> Int {
+            for (i, word) in commandLine.enumerated().dropFirst() where !used.contains(i) {
+                if word == file || word == "--vm-config=\(file)" {
+                    used.insert(i)
+                    return i
+                }
+            }
+            return Int.max
+        }
+        let placed = (files + vmConfig).enumerated().map { (index: position($0.element), order: $0.offset, file: $0.element) }
+        return placed.sorted { ($0.index, $0.order) < ($1.index, $1.order) }.map(\.file)
     }
 }

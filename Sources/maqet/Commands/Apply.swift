@@ -11,7 +11,7 @@ extension Maqet {
             commandName: "apply",
             abstract: "Change a stopped VM's config (creates the VM when it does not exist).",
             discussion: """
-                The stored config, then the files (positional first, then each --vm-config), then \
+                The stored config, then the files (in the order typed, positional or --vm-config), then \
                 --memory, --cpu, --binary and --enable-kvm are merged (same rules as 'maqet add') and validated. Before \
                 changing an existing VM, maqet takes an automatic backup of the state database \
                 (undo with 'maqet db restore BACKUP'); then it prints what changed. Refused while \
@@ -32,7 +32,8 @@ extension Maqet {
         @Argument(help: ArgumentHelp("YAML config files merged over the stored config, in order.", valueName: "config.yaml"))
         var files: [String] = []
 
-        @Option(name: .customLong("vm-config"), help: ArgumentHelp("A YAML config file (repeatable; merged after the positional files).", valueName: "file"))
+        @Option(name: .customLong("vm-config"), parsing: .upToNextOption,
+                help: ArgumentHelp("YAML config files (one or more; repeatable), merged in the order typed.", valueName: "file"))
         var vmConfig: [String] = []
 
         @Option(name: .long, help: ArgumentHelp("Memory (512M, 2G, or a number of MiB).", valueName: "size"))
@@ -53,7 +54,7 @@ extension Maqet {
         func run() throws {
             let arguments: JSONValue = .object([
                 ("name", .string(name)),
-                ("files", .array((files + vmConfig).map(JSONValue.string))),
+                ("files", .array(Maqet.configFilesInTypedOrder(files, vmConfig).map(JSONValue.string))),
                 ("memory", memory.map(JSONValue.string) ?? .null),
                 ("cpu", cpu.map { JSONValue.integer(Int64($0)) } ?? .null),
                 ("binary", binary.map { JSONValue.string(Self.absoluteIfPath($0)) } ?? .null),
