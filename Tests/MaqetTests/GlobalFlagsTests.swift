@@ -191,9 +191,11 @@ final class GlobalFlagsTests: SandboxTestCase {
     func testApplyAndStartFlagsOfThePublishedMaqet() throws {
         let sandbox = makeSandbox()
         sandbox.maqet(["add", "--empty", "--name", "k"]).assertExit(0)
-        let fake = sandbox.write("bin/qemu", "#!/bin/sh\nexit 1\n")
-        XCTAssertEqual(chmod(fake, 0o755), 0)
-        sandbox.maqet(["apply", "k", "--binary", "bin/qemu"], cwd: sandbox.home).assertExit(0)
+        // A QEMU of the user's own, beside the caller (add/apply check that it is one).
+        let fake = sandbox.write("bin/qemu-system-x86_64", "")
+        try FileManager.default.removeItem(atPath: fake)
+        try FileManager.default.createSymbolicLink(atPath: fake, withDestinationPath: "/usr/bin/qemu-system-x86_64")
+        sandbox.maqet(["apply", "k", "--binary", "bin/qemu-system-x86_64"], cwd: sandbox.home).assertExit(0)
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT json_extract(config_data, '$.binary') FROM vm_instances"), fake + "\n",
                        "a relative --binary is relative to the caller's directory")
         sandbox.maqet(["apply", "k", "--binary", "qemu-system-x86_64", "--enable-kvm"]).assertExit(0)
