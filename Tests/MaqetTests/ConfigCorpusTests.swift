@@ -183,4 +183,33 @@ final class ConfigCorpusTests: XCTestCase {
         XCTAssertEqual(again.stderr, "")
         sandbox.maqet(["stop", "adopted", "--force"]).assertExit(0)
     }
+
+    /// A row adopted from the published maqet keeps the key order its JSON has (json.dumps keeps
+    /// the file's), which its multi-key items need: {netdev: user, id: n0} is `-netdev user,id=n0`,
+    /// not an option named after the first key of some fixed order.
+    func testAnAdoptedRowIsRenderedInItsJSONKeyOrder() {
+        let sandbox = Sandbox()
+        sandbox.maqet(["ls"]).assertExit(0) // creates the database
+        let id = UUID().uuidString.lowercased()
+        let config = #"{"binary": "qemu-system-x86_64", "arguments": [{"netdev": "user", "id": "n0", "hostfwd": "tcp::2222-:22"}, "#
+            + #"{"device": {"netdev": "n0", "driver": "virtio-net-pci"}}, {"display": "none", "show-cursor": "on"}]}"#
+        XCTAssertEqual(runProcess("/usr/bin/sqlite3", [sandbox.databasePath,
+            "INSERT INTO vm_instances (id, name, config_data, status) VALUES ('\(id)', 'adopted', '\(config)', 'created')"],
+            environment: ProcessInfo.processInfo.environment).code, 0)
+        let shown = sandbox.maqet(["show-cmd", "adopted"])
+        shown.assertExit(0)
+        assertContains(shown.stdout, " -netdev user,id=n0,hostfwd=tcp::2222-:22 ")
+        assertContains(shown.stdout, " -device netdev=n0,driver=virtio-net-pci ")
+        assertContains(shown.stdout, " -display none,show-cursor=on")
+
+        // The mechanism: maqet.json.decode(text, {ordered = true}) lists each object's keys.
+        let decoded = sandbox.runScript("""
+            local t = maqet.json.decode('{"b": 1, "a": {"z": 2, "y": 3}, "b": 4}', { ordered = true })
+            print(table.concat(getmetatable(t).__keys, ","), table.concat(getmetatable(t.a).__keys, ","), t.b)
+            print(getmetatable(maqet.json.decode('{"b": 1, "a": 2}')))
+            print(pcall(maqet.json.decode, "{}", 42))
+            """, name: "ordered.lua")
+        decoded.assertExit(0)
+        assertContains(decoded.stdout, "b,a\tz,y\t4\nnil\nfalse\tmaqet.json.decode: opts must be a table")
+    }
 }

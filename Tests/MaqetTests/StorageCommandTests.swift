@@ -57,7 +57,7 @@ final class StorageCommandTests: SandboxTestCase {
         XCTAssertEqual(result["drive"], .string("brought"))
         XCTAssertEqual(result["file"], .string(brought))
         XCTAssertEqual(result["format"], .string("qcow2"))
-        assertContains(sandbox.maqet(["show-cmd", "web"]).stdout, "file=\(brought),format=qcow2")
+        assertContains(sandbox.maqet(["show-cmd", "web"]).stdout, "-drive file=\(brought),if=virtio,format=qcow2")
         XCTAssertEqual(sqlite3(sandbox.databasePath, "SELECT storage_path, storage_type FROM storage_registry ORDER BY id"),
                        "\(made)|qcow2\n\(brought)|attached\n")
         // Twice is refused; so is the published form's third argument (a config file).

@@ -322,11 +322,13 @@ function maqet.json.encode(value, opts) end
 
 ---Decodes JSON text (RFC 8259). Arrays come back marked as arrays (so `[]` re-encodes as `[]`);
 ---`null` becomes `maqet.json.null`.
+---With `opts.ordered`, each object's metatable `__keys` lists its keys in the text's order.
 ---@param text string
+---@param opts? {ordered?: boolean}
 ---@return any|nil value
 ---@return string? message  "maqet.json.decode: unexpected '}' at line 1 column 9"
 ---@return string? code     "EJSON"
-function maqet.json.decode(text) end
+function maqet.json.decode(text, opts) end
 
 ---Marks `t` (or a new empty table) as a JSON array and returns it.
 ---@param t? table

@@ -174,7 +174,10 @@ function qemu.config(vm)
     if type(vm.config) == "table" then return vm.config end
     local text = vm.config_data
     if text == nil or text == "" then return {} end
-    local config, err = maqet.json.decode(text)
+    -- A row maqet never stored (the published maqet's, whose JSON kept the file's key order):
+    -- decoded with each object's key order, which its multi-key items and mappings need
+    -- ({netdev: user, id: n0} is -netdev user,id=n0). maqet's own rows store those as strings.
+    local config, err = maqet.json.decode(text, { ordered = require("maqet.lib.config").unchecked(vm) })
     if type(config) ~= "table" then
         error(("VM '%s' has a config_data that is not a JSON object (%s); fix it with 'maqet apply'"):format(vm.name, err or type(config)), 0)
     end

@@ -141,8 +141,10 @@ enum JSONModule {
 
     // MARK: JSON -> Lua
 
-    /// Pushes `value` as Lua values (also used by `maqet.qmp` for replies and events).
-    static func push(_ lua: Lua, _ value: JSONValue) throws {
+    /// Pushes `value` as Lua values (also used by `maqet.qmp` for replies and events). With
+    /// `ordered`, every object also gets a metatable whose `__keys` lists its keys in document
+    /// order, the convention maqet.yaml's mappings follow.
+    static func push(_ lua: Lua, _ value: JSONValue, ordered: Bool = false) throws {
         guard lua_checkstack(lua.L, 4) != 0 else { throw LuaUsageError("maqet.json.decode: nesting too deep") }
         switch value {
         case .null: lua_pushlightuserdata(lua.L, nil)
@@ -153,7 +155,7 @@ enum JSONModule {
         case .array(let items):
             lua.newTable(arrayCount: Int32(clamping: items.count))
             for (i, item) in items.enumerated() {
-                try push(lua, item)
+                try push(lua, item, ordered: ordered)
                 lua.setRawIndex(-2, Int64(i + 1))
             }
             mq_getmetatable_named(lua.L, arrayMarker)
@@ -161,8 +163,20 @@ enum JSONModule {
         case .object(let members):
             lua.newTable(recordCount: Int32(clamping: members.count))
             for member in members {
-                try push(lua, member.value)
+                try push(lua, member.value, ordered: ordered)
                 lua.setRawField(-2, member.key) // a repeated key: the last one wins
+            }
+            if ordered {
+                lua.newTable(arrayCount: 0, recordCount: 1)
+                lua.newTable(arrayCount: Int32(clamping: members.count))
+                var seen = Set<String>(), n: Int64 = 0
+                for member in members where seen.insert(member.key).inserted {
+                    n += 1
+                    lua.push(member.key)
+                    lua.setRawIndex(-2, n)
+                }
+                lua.setRawField(-2, "__keys")
+                lua_setmetatable(lua.L, -2)
             }
         }
     }
@@ -195,11 +209,18 @@ enum JSONModule {
             guard lua.type(at: 1) == LUA_TSTRING else {
                 throw LuaUsageError("maqet.json.decode: text must be a string, got \(lua.typeName(at: 1))")
             }
+            var ordered = false
+            if !lua.isNoneOrNil(2) {
+                try lua.checkTable(2, "maqet.json.decode", "opts")
+                _ = lua.rawField(2, "ordered") // raw: an __index of the script's cannot raise here
+                ordered = lua_toboolean(lua.L, -1) != 0
+                lua.pop()
+            }
             var length = 0
             let p = mq_tostring(lua.L, 1, &length)!
             let bytes = Array(UnsafeRawBufferPointer(start: p, count: length))
             do {
-                try push(lua, try JSONValue.parse(bytes: bytes))
+                try push(lua, try JSONValue.parse(bytes: bytes), ordered: ordered)
                 return 1
             } catch let error as JSONSyntaxError {
                 return lua.fail("maqet.json.decode: \(error)", code: "EJSON")
