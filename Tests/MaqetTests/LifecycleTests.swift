@@ -401,7 +401,7 @@ final class LifecycleTests: SandboxTestCase {
         result.assertExit(0)
         XCTAssertEqual(result.stdout, """
             /usr/bin/qemu-system-x86_64 -name guest=shown -m 2G -smp 2 -display none -vga std -machine q35 \
-            -accel kvm -boot menu=off,order=n -nographic -accel tcg -device pvpanic -action panic=shutdown \
+            -accel kvm -boot order=n,menu=off -nographic -accel tcg -device pvpanic -action panic=shutdown \
             -drive 'file=/srv/my disk.qcow2,if=virtio,format=qcow2' \
             -virtfs local,path=/srv/share,mount_tag=host,security_model=mapped-xattr,id=share \
             -chardev socket,id=maqet-console,path=\(dir)/console.sock,server=on,wait=off,\

@@ -77,16 +77,7 @@ local null = maqet.json.null
 -- Small helpers
 -- ---------------------------------------------------------------------------------------------
 
----@param v any
----@return boolean
-local function is_array(v)
-    if type(v) ~= "table" then return false end
-    local mt = getmetatable(v)
-    if mt and mt.__jsontype == "array" then return true end
-    local n = 0
-    for _ in pairs(v) do n = n + 1 end
-    return n > 0 and n == #v
-end
+local is_array = require("maqet.lib.qemu").is_list
 config.is_array = is_array
 
 ---@param v any

@@ -191,7 +191,11 @@ end
 
 local null = maqet.json.null
 
-local function is_list(v)
+--- Whether `v` is a list: a table maqet.json marked as an array, or a non-empty sequence (the
+--- one test of "list or mapping" that config.lua and the rendering share).
+---@param v any
+---@return boolean
+function qemu.is_list(v)
     if type(v) ~= "table" then return false end
     local mt = getmetatable(v)
     if mt and mt.__jsontype == "array" then return true end
@@ -199,6 +203,7 @@ local function is_list(v)
     for _ in pairs(v) do n = n + 1 end
     return n > 0 and n == #v
 end
+local is_list = qemu.is_list
 
 local first_keys = { driver = 1, type = 2, backend = 3, id = 4 }
 

@@ -979,6 +979,22 @@ vm.status_of_code = {
     ENOTRUNNING = "refused", ENOTPAUSED = "refused", EPAUSED = "refused", EPANICKED = "refused",
 }
 
+--- Asks `question` on the terminal (y/N on stderr, the answer from stdin) unless `granted`
+--- (the command's --yes or --force); without a terminal (`interactive` false) it refuses with
+--- one line that says which flag to add (`how`). Returns whether the answer was yes.
+---@param question string  "Remove 3 VMs?"
+---@param opts {granted?: boolean, interactive?: boolean, how: string}
+function vm.confirm(question, opts)
+    if opts.granted then return true end
+    if not opts.interactive then
+        maqet.error(question:gsub("%?$", "") .. ": refused without a terminal to ask on; " .. opts.how, "refused")
+    end
+    io.stderr:write(question, " [y/N] ")
+    io.stderr:flush()
+    local answer = io.read("l") or ""
+    return answer:lower():match("^%s*ye?s?%s*$") ~= nil and answer:find("%S") ~= nil
+end
+
 --- For workflows: returns `value` when it is not nil, else raises maqet.error(message) with the
 --- exit status matching `code` (ENOVM -> not_found, ETIMEDOUT -> timeout, others -> failure).
 function vm.check(value, message, code)

@@ -8,17 +8,7 @@
 -- 4. Ends the orphans (QMP quit, SIGTERM, SIGKILL; a VM's row is recorded stopped) and removes
 --    the files.
 local cleanup = require("maqet.lib.cleanup")
-
-local function confirm(question, args)
-    if args.force then return true end
-    if not args.interactive then
-        maqet.error(question:gsub("%?$", "") .. ": refused without a terminal to ask on; add --force (or look first with --dry-run)", "refused")
-    end
-    io.stderr:write(question, " [y/N] ")
-    io.stderr:flush()
-    local answer = io.read("l") or ""
-    return answer:lower():match("^%s*ye?s?%s*$") ~= nil and answer:find("%S") ~= nil
-end
+local vm = require("maqet.lib.vm")
 
 return {
     description = "Reconcile every VM, end orphan QEMUs and remove stale runtime files",
@@ -30,7 +20,9 @@ return {
             -- Say what would be done before asking.
             for _, line in ipairs(cleanup.describe(plan)) do io.stderr:write("  ", line, "\n") end
         end
-        if not confirm(("Clean up %d thing%s?"):format(found, found == 1 and "" or "s"), args) then
+        local question = ("Clean up %d thing%s?"):format(found, found == 1 and "" or "s")
+        if not vm.confirm(question, { granted = args.force, interactive = args.interactive,
+                how = "add --force (or look first with --dry-run)" }) then
             maqet.error("nothing cleaned up", "refused")
         end
         return cleanup.report(cleanup.apply(plan), false)

@@ -13,17 +13,6 @@ local vm = require("maqet.lib.vm")
 local qemu = require("maqet.lib.qemu")
 local storage = require("maqet.lib.storage")
 
-local function confirm(question, args)
-    if args.yes then return true end
-    if not args.interactive then
-        maqet.error(question:gsub("%?$", "") .. ": refused without a terminal to ask on; add --yes", "refused")
-    end
-    io.stderr:write(question, " [y/N] ")
-    io.stderr:flush()
-    local answer = io.read("l") or ""
-    return answer:lower():match("^%s*ye?s?%s*$") ~= nil and answer:find("%S") ~= nil
-end
-
 return {
     description = "Remove VMs (refusing running ones without --force), optionally with their disks",
     run = function(args)
@@ -52,7 +41,8 @@ return {
             maqet.error(("VMs %s are running; stop them first (maqet stop --all) or use --force"):format(
                 table.concat(names, ", ")), "refused")
         end
-        if args.all and not confirm(("Remove %d VM%s?"):format(#rows, #rows == 1 and "" or "s"), args) then
+        local question = ("Remove %d VM%s?"):format(#rows, #rows == 1 and "" or "s")
+        if args.all and not vm.confirm(question, { granted = args.yes, interactive = args.interactive, how = "add --yes" }) then
             maqet.error("nothing removed", "refused")
         end
 
