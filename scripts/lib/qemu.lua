@@ -167,6 +167,22 @@ function qemu.data_files(vm)
     return out
 end
 
+--- Whether some `arguments` item is a mapping with several keys or a nested mapping: the items
+--- whose rendering depends on the order of their keys.
+local function order_matters(arguments)
+    if type(arguments) ~= "table" then return false end
+    for _, item in ipairs(arguments) do
+        if type(item) == "table" then
+            local n = 0
+            for _, v in pairs(item) do
+                n = n + 1
+                if n > 1 or (type(v) == "table" and next(v) ~= nil) then return true end
+            end
+        end
+    end
+    return false
+end
+
 --- The decoded config of a VM row (config_data JSON), an empty table when there is none.
 ---@param vm table
 ---@return table
@@ -174,12 +190,16 @@ function qemu.config(vm)
     if type(vm.config) == "table" then return vm.config end
     local text = vm.config_data
     if text == nil or text == "" then return {} end
-    -- A row maqet never stored (the published maqet's, whose JSON kept the file's key order):
-    -- decoded with each object's key order, which its multi-key items and mappings need
-    -- ({netdev: user, id: n0} is -netdev user,id=n0). maqet's own rows store those as strings.
-    local config, err = maqet.json.decode(text, { ordered = require("maqet.lib.config").unchecked(vm) })
+    local config, err = maqet.json.decode(text)
     if type(config) ~= "table" then
         error(("VM '%s' has a config_data that is not a JSON object (%s); fix it with 'maqet apply'"):format(vm.name, err or type(config)), 0)
+    end
+    -- A row maqet never stored (the published maqet's, whose JSON kept the file's key order) is
+    -- decoded again with each object's key order where an `arguments` item has one that matters
+    -- ({netdev: user, id: n0} is -netdev user,id=n0); maqet stores such items as strings, so its
+    -- own rows skip this (and the load of config.lua it needs).
+    if order_matters(config.arguments) and require("maqet.lib.config").unchecked(vm) then
+        config = maqet.json.decode(text, { ordered = true })
     end
     return config
 end
